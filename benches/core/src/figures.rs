@@ -1,0 +1,97 @@
+//! The figure registry: every figure `cargo xtask bench` runs, in order.
+//!
+//! # Adding a figure
+//!
+//! 1. Write one function `fn my_figure(config: &Config) -> Outcome` (here, or in a module of
+//!    its own for bigger ones). Get the repetition plan from [`Config::plan`] (it honours
+//!    `--quick`), measure the figure and its baseline *interleaved* with one of the helpers,
+//!    and turn the medians into the outcome with `.into()`:
+//!    - [`interleave`]: two sync closures `|iters| -> Duration` (timed over `iters`
+//!      iterations), reported as ns per iteration;
+//!    - [`interleave_async`]: the same with async closures on a current-thread tokio runtime
+//!      (`async |iters| { let t = Instant::now(); …; t.elapsed() }`);
+//!    - [`interleave_with`] / [`interleave_async_with`]: closures returning any per-sample
+//!      figure (bytes, ops/s, ms), for non-time figures;
+//!    - `*_on` variants take a runtime you already set things up on.
+//!
+//!    Return [`Outcome::skipped`] with a reason when the figure cannot run (a service
+//!    variable such as `CADENCE_REDIS_URL` unset, [`CountingAlloc::is_installed`] false):
+//!    it is then reported with `"value":null`, never left out.
+//! 2. Add one line to [`FIGURES`]: id (`core.<name>`, as in `BENCHMARKS.md`), unit (`ns`,
+//!    `B`, `ms`, `ops/s`), baseline name, [`Goal`], and the function.
+//!
+//! `met`, `ratio` and the goal text are computed by the harness from the [`Goal`].
+//!
+//! [`Config::plan`]: crate::harness::Config::plan
+//! [`interleave`]: crate::harness::interleave
+//! [`interleave_async`]: crate::harness::interleave_async
+//! [`interleave_with`]: crate::harness::interleave_with
+//! [`interleave_async_with`]: crate::harness::interleave_async_with
+//! [`CountingAlloc::is_installed`]: crate::harness::CountingAlloc::is_installed
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Config, Figure, Goal, Outcome, interleave};
+
+/// Every figure, in the order they run and are reported.
+pub const FIGURES: &[Figure] = &[
+    Figure {
+        id: "harness.selftest",
+        unit: "ns",
+        baseline: "same loop",
+        goal: Goal::RatioAtMost(1.5),
+        run: selftest,
+    },
+    // Figure { id: "core.seq_note", unit: "ns", baseline: "handwritten",
+    //          goal: Goal::OverheadAtMost(50.0), run: seq_note },
+];
+
+/// `harness.selftest`: a `Vec` push loop against itself, exercising the whole pipeline
+/// (ratio ≈ 1, showing the noise floor of interleaved medians on this machine).
+fn selftest(config: &Config) -> Outcome {
+    fn push_loop(iters: u64) -> Duration {
+        let mut v = Vec::new();
+        let start = Instant::now();
+        for i in 0..iters {
+            v.push(black_box(i));
+        }
+        let elapsed = start.elapsed();
+        black_box(v);
+        elapsed
+    }
+    interleave(&config.plan(2_000_000), push_loop, push_loop).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_well_formed() {
+        let mut ids: Vec<&str> = FIGURES.iter().map(|f| f.id).collect();
+        for f in FIGURES {
+            assert!(f.id.contains('.') && !f.id.contains(' '), "bad id {}", f.id);
+            assert!(
+                ["ns", "B", "ms", "ops/s"].contains(&f.unit),
+                "{}: unit {}",
+                f.id,
+                f.unit
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), FIGURES.len(), "duplicate figure ids");
+    }
+
+    #[test]
+    fn selftest_measures_in_quick_mode() {
+        match selftest(&Config { quick: true }) {
+            Outcome::Measured {
+                value,
+                baseline_value,
+            } => assert!(value > 0.0 && baseline_value > 0.0),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The cadence core bench harness: measures the figures of `BENCHMARKS.md` and writes them
+//! as JSON lines. Run it through `cargo xtask bench [--only PREFIX] [--quick]`.
+//!
+//! - [`harness`]: goals, interleaved measurement, output format, counting allocator;
+//! - [`figures`]: the registry, and how to add a figure.
+
+#![deny(unsafe_code)]
+
+pub mod figures;
+pub mod harness;
+
+/// The unit tests count allocations too (the bench binary installs its own).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: harness::CountingAlloc = harness::CountingAlloc;
