@@ -1,0 +1,308 @@
+//! [`Cadence`]: a built, immutable, shareable workflow definition, and how to run it.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::builder::CadenceBuilder;
+use crate::cond::{Condition, Selector};
+use crate::describe::Description;
+use crate::engine::{End, Flow, ParentLink, RunCtx};
+use crate::error::{CadenceError, Problem, panic_message};
+use crate::handler::{Handler, OnError};
+use crate::hook::{Hook, MeasureKind, Outcome};
+use crate::note::{Body, Note};
+use crate::options::{RunOptions, RunReport, check_run_id, generate_run_id};
+use crate::policy::Policies;
+
+/// A note compiled into its place: name, path and policy stack fixed at `build()`.
+pub(crate) struct CompiledNote<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) path: Arc<str>,
+    pub(crate) body: Body<S>,
+    pub(crate) policies: Policies<S>,
+}
+
+impl<S> CompiledNote<S> {
+    pub(crate) fn new(name: Arc<str>, path: Arc<str>, note: Note<S>) -> Self {
+        let policies = note.resolved_policies();
+        CompiledNote {
+            name,
+            path,
+            body: note.body,
+            policies,
+        }
+    }
+}
+
+pub(crate) enum MeasureBody<S> {
+    Note(CompiledNote<S>),
+    Sequence(Box<[CompiledNote<S>]>),
+    Split {
+        cond: Condition<S>,
+        if_true: Box<[CompiledNote<S>]>,
+        if_false: Box<[CompiledNote<S>]>,
+    },
+    Route {
+        selector: Selector<S>,
+        routes: Box<[(Arc<str>, Box<[CompiledNote<S>]>)]>,
+        default: Option<Box<[CompiledNote<S>]>>,
+    },
+    Child(Arc<dyn ChildRunner<S>>),
+}
+
+pub(crate) struct Measure<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) path: Arc<str>,
+    pub(crate) kind: MeasureKind,
+    pub(crate) body: MeasureBody<S>,
+}
+
+pub(crate) struct Inner<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) measures: Box<[Measure<S>]>,
+    pub(crate) hooks: Option<Box<[Box<dyn Hook<S>>]>>,
+    pub(crate) on_error: Option<(Handler<S>, OnError)>,
+    pub(crate) fingerprint: String,
+    pub(crate) note_spans: bool,
+    pub(crate) hook_panics: AtomicU64,
+    pub(crate) warnings: Vec<Problem>,
+}
+
+/// A built workflow definition (DSL-1): immutable, cheap to clone (an `Arc` inside),
+/// `Send + Sync`, holding no score. One definition serves any number of concurrent runs.
+///
+/// ```
+/// use cadence_core::{BoxError, Cadence, note};
+///
+/// #[derive(Debug, Default)]
+/// struct Order { items: Vec<u32>, total: u32 }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let checkout = Cadence::<Order>::new("checkout")
+///     .then("fetch", note::from_fn(|o: &mut Order| Box::pin(async move {
+///         o.items = vec![3, 4];
+///         Ok::<_, BoxError>(())
+///     })))
+///     .then("total", note::from_fn(|o: &mut Order| Box::pin(async move {
+///         o.total = o.items.iter().sum();
+///         Ok::<_, BoxError>(())
+///     })))
+///     .build()?;
+///
+/// let order = checkout.run(Order::default()).await?;
+/// assert_eq!(order.total, 7);
+/// # Ok::<_, cadence_core::CadenceError>(())
+/// # }).unwrap();
+/// ```
+pub struct Cadence<S> {
+    pub(crate) inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Cadence<S> {
+    fn clone(&self) -> Self {
+        Cadence {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Cadence<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cadence")
+            .field("name", &self.inner.name)
+            .field("measures", &self.inner.measures.len())
+            .field("fingerprint", &self.inner.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + 'static> Cadence<S> {
+    /// Starts building a cadence named `name` (DSL-1).
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(name: impl Into<String>) -> CadenceBuilder<S> {
+        CadenceBuilder::new(name)
+    }
+
+    /// The cadence's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The structural fingerprint (CKP-3): 32 hex digits.
+    pub fn fingerprint(&self) -> &str {
+        &self.inner.fingerprint
+    }
+
+    /// Warnings found at `build()` (DSL-5).
+    pub fn warnings(&self) -> &[Problem] {
+        &self.inner.warnings
+    }
+
+    /// How many hook panics were caught in runs of this cadence (HOOK-4).
+    pub fn hook_panics(&self) -> u64 {
+        self.inner.hook_panics.load(Ordering::Relaxed)
+    }
+
+    /// A serializable description of the structure (DIAG-5).
+    pub fn describe(&self) -> Description {
+        crate::describe::describe(&self.inner)
+    }
+
+    /// A Mermaid flowchart (DIAG-1), top-down.
+    pub fn to_mermaid(&self) -> String {
+        self.describe().to_mermaid()
+    }
+
+    /// A Graphviz DOT digraph (DIAG-1), top-down.
+    pub fn to_dot(&self) -> String {
+        self.describe().to_dot()
+    }
+
+    /// Runs the cadence on `score` with default options (RUN-1).
+    pub async fn run(&self, score: S) -> Result<S, CadenceError> {
+        self.run_with(score, RunOptions::default()).await
+    }
+
+    /// Runs the cadence on `score` with `options` (RUN-1).
+    pub async fn run_with(&self, score: S, options: RunOptions) -> Result<S, CadenceError> {
+        self.run_with_report(score, options).await.into_result()
+    }
+
+    /// Runs the cadence and reports everything about how it ended (RUN-1, RUN-4).
+    pub async fn run_with_report(&self, mut score: S, options: RunOptions) -> RunReport<S> {
+        let run_id = match options.run_id {
+            Some(id) => match check_run_id(&id) {
+                Ok(()) => id,
+                Err(e) => return report(score, id, End::failed(e)),
+            },
+            None => generate_run_id(),
+        };
+        let seq = AtomicU64::new(0);
+        let end = {
+            let rc = RunCtx {
+                inner: &self.inner,
+                run_id: &run_id,
+                root_run_id: &run_id,
+                parent_run_id: None,
+                prefix: None,
+                seq: &seq,
+                upstream: None,
+                observe: self.inner.hooks.is_some(),
+                token: options.cancellation.as_ref(),
+            };
+            rc.execute(&mut score).await
+        };
+        report(score, run_id, end)
+    }
+}
+
+fn report<S>(score: S, run_id: String, end: End) -> RunReport<S> {
+    let (outcome, failed_measures, error) = match end {
+        End::Succeeded => (Outcome::Succeeded, Vec::new(), None),
+        End::Partial(failed) => (Outcome::Partial, failed, None),
+        End::Stopped { .. } => (Outcome::Stopped, Vec::new(), None),
+        End::Failed { error, measure } => {
+            (Outcome::Failed, measure.into_iter().collect(), Some(error))
+        }
+        End::Cancelled => (
+            Outcome::Cancelled,
+            Vec::new(),
+            Some(CadenceError::Cancelled),
+        ),
+    };
+    RunReport {
+        score,
+        run_id,
+        outcome,
+        failed_measures,
+        resumed: false,
+        replayed: false,
+        error,
+    }
+}
+
+pub(crate) type ChildFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Flow, CadenceError>> + Send + 'a>>;
+
+/// A child measure, type-erased over the child's score type.
+pub(crate) trait ChildRunner<P>: Send + Sync {
+    fn run<'a>(&'a self, rc: &'a RunCtx<'a, P>, path: &'a str, score: &'a mut P)
+    -> ChildFuture<'a>;
+    fn has_own_checkpoint(&self) -> bool;
+    fn describe(&self) -> Description;
+}
+
+pub(crate) struct ChildMeasure<C, I, M> {
+    pub(crate) cadence: Cadence<C>,
+    pub(crate) into_child: I,
+    pub(crate) merge: M,
+}
+
+impl<P, C, I, M> ChildRunner<P> for ChildMeasure<C, I, M>
+where
+    P: Send + Sync + 'static,
+    C: Send + 'static,
+    I: Fn(&P) -> C + Send + Sync + 'static,
+    M: Fn(&mut P, C) + Send + Sync + 'static,
+{
+    fn run<'a>(
+        &'a self,
+        rc: &'a RunCtx<'a, P>,
+        path: &'a str,
+        score: &'a mut P,
+    ) -> ChildFuture<'a> {
+        Box::pin(async move {
+            let panicked = |payload: Box<dyn std::any::Any + Send>| CadenceError::Panicked {
+                path: rc.full_path(path).into_owned(),
+                message: panic_message(payload.as_ref()),
+            };
+            // CHILD-1: every execution starts from into_child. CHILD-6: a panic fails the measure.
+            let mut child = {
+                let parent: &P = score;
+                catch_unwind(AssertUnwindSafe(|| (self.into_child)(parent))).map_err(panicked)?
+            };
+            let child_run_id = format!("{}/{}", rc.run_id, path);
+            let prefix = rc.full_path(path).into_owned();
+            let end = {
+                let link = ParentLink {
+                    inner: rc.inner,
+                    score: &*score,
+                    up: rc.upstream,
+                };
+                let crc = RunCtx {
+                    inner: &self.cadence.inner,
+                    run_id: &child_run_id,
+                    root_run_id: rc.root_run_id,
+                    parent_run_id: Some(rc.run_id),
+                    prefix: Some(&prefix),
+                    seq: rc.seq,
+                    upstream: Some(&link),
+                    observe: rc.observe || self.cadence.inner.hooks.is_some(),
+                    token: rc.token,
+                };
+                crc.execute(&mut child).await
+            };
+            match end {
+                // CHILD-4: a stop inside the child ends only the child.
+                End::Succeeded | End::Partial(_) | End::Stopped { .. } => {
+                    catch_unwind(AssertUnwindSafe(|| (self.merge)(score, child)))
+                        .map_err(panicked)?;
+                    Ok(Flow::Continue)
+                }
+                End::Failed { error, .. } => Err(error),
+                End::Cancelled => Err(CadenceError::Cancelled),
+            }
+        })
+    }
+
+    fn has_own_checkpoint(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> Description {
+        self.cadence.describe()
+    }
+}

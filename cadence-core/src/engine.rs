@@ -1,0 +1,834 @@
+//! The engine: how one run executes its measures (RUN-3…10), reports every occurrence to the
+//! hooks in the order of HOOK-5, and reports cancellation when its future is dropped (RUN-5).
+//!
+//! Hot-path rules kept here: a run formats no strings and allocates no paths (all computed at
+//! `build()`); with no hooks anywhere in the run tree, no hook context is built and no clock is
+//! read; per-run counters live in the run's own state.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::cadence::{CompiledNote, Inner, Measure, MeasureBody};
+use crate::cond::{CondFn, Condition, SelFn, Selector};
+use crate::error::{BoxError, CadenceError, ErrorKind, panic_message};
+use crate::handler::{Handler, HandlerFn, OnError};
+use crate::hook::{
+    Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason, isolate,
+};
+use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteResult, normalise};
+use crate::policy::circuit_breaker::CircuitState;
+
+type Panic = Box<dyn Any + Send>;
+
+pin_project_lite::pin_project! {
+    /// Polls a future, turning a panic into `Err(payload)` (GEN-5).
+    pub(crate) struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> CatchUnwind<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        CatchUnwind { inner }
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Panic>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(p) => Poll::Ready(Err(p)),
+        }
+    }
+}
+
+/// One occurrence, independent of the score type, so it can travel to ancestors' hooks.
+pub(crate) enum Occ<'a> {
+    CadenceStart,
+    CadenceEnd(Duration, &'a RunOutcome<'a>),
+    MeasureStart(&'a str, MeasureKind),
+    MeasureEnd(&'a str, Duration, &'a MeasureOutcome<'a>),
+    NoteStart(&'a str, u32),
+    NoteEnd(&'a str, u32, Duration, &'a NoteOutcome<'a>),
+    #[allow(dead_code)]
+    Retry(&'a str, u32, Duration, &'a CadenceError),
+    #[allow(dead_code)]
+    Timeout(&'a str, u32, Duration),
+    #[allow(dead_code)]
+    Fallback(&'a str, &'a CadenceError),
+    #[allow(dead_code)]
+    Circuit(&'a str, CircuitState, CircuitState),
+    #[allow(dead_code)]
+    CheckpointLoaded(usize, bool),
+    #[allow(dead_code)]
+    CheckpointSaved(&'a str, usize),
+    #[allow(dead_code)]
+    CheckpointError(&'a CadenceError),
+    #[allow(dead_code)]
+    Skipped(&'a str, SkipReason),
+    Branch(&'a str, &'a str, &'a str),
+}
+
+impl Occ<'_> {
+    fn method(&self) -> &'static str {
+        match self {
+            Occ::CadenceStart => "on_cadence_start",
+            Occ::CadenceEnd(..) => "on_cadence_end",
+            Occ::MeasureStart(..) => "on_measure_start",
+            Occ::MeasureEnd(..) => "on_measure_end",
+            Occ::NoteStart(..) => "on_note_start",
+            Occ::NoteEnd(..) => "on_note_end",
+            Occ::Retry(..) => "on_retry",
+            Occ::Timeout(..) => "on_timeout",
+            Occ::Fallback(..) => "on_fallback",
+            Occ::Circuit(..) => "on_circuit_state_change",
+            Occ::CheckpointLoaded(..) => "on_checkpoint_loaded",
+            Occ::CheckpointSaved(..) => "on_checkpoint_saved",
+            Occ::CheckpointError(..) => "on_checkpoint_error",
+            Occ::Skipped(..) => "on_note_skipped",
+            Occ::Branch(..) => "on_branch_taken",
+        }
+    }
+
+    fn call<S>(&self, h: &dyn Hook<S>, cx: &HookContext<'_>, score: Option<&S>) {
+        match *self {
+            Occ::CadenceStart => {
+                if let Some(s) = score {
+                    h.on_cadence_start(cx, s)
+                }
+            }
+            Occ::CadenceEnd(d, o) => {
+                if let Some(s) = score {
+                    h.on_cadence_end(cx, s, d, o)
+                }
+            }
+            Occ::MeasureStart(p, k) => h.on_measure_start(cx, p, k),
+            Occ::MeasureEnd(p, d, o) => h.on_measure_end(cx, p, d, o),
+            Occ::NoteStart(p, a) => {
+                if let Some(s) = score {
+                    h.on_note_start(cx, p, a, s)
+                }
+            }
+            Occ::NoteEnd(p, a, d, o) => {
+                if let Some(s) = score {
+                    h.on_note_end(cx, p, a, d, o, s)
+                }
+            }
+            Occ::Retry(p, a, d, e) => h.on_retry(cx, p, a, d, e),
+            Occ::Timeout(p, a, d) => h.on_timeout(cx, p, a, d),
+            Occ::Fallback(p, e) => h.on_fallback(cx, p, e),
+            Occ::Circuit(c, f, t) => h.on_circuit_state_change(cx, c, f, t),
+            Occ::CheckpointLoaded(n, f) => h.on_checkpoint_loaded(cx, n, f),
+            Occ::CheckpointSaved(p, n) => h.on_checkpoint_saved(cx, p, n),
+            Occ::CheckpointError(e) => h.on_checkpoint_error(cx, e),
+            Occ::Skipped(p, r) => h.on_note_skipped(cx, p, r),
+            Occ::Branch(p, b, k) => h.on_branch_taken(cx, p, b, k),
+        }
+    }
+}
+
+/// Calls every hook of a cadence for one occurrence, isolating panics (HOOK-4).
+fn dispatch<S>(inner: &Inner<S>, cx: &HookContext<'_>, occ: &Occ<'_>, score: Option<&S>) {
+    if let Some(hooks) = &inner.hooks {
+        let method = occ.method();
+        let mut panics = 0;
+        for h in hooks.iter() {
+            panics += isolate(method, || occ.call(&**h, cx, score));
+        }
+        if panics > 0 {
+            inner.hook_panics.fetch_add(panics, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The hooks of the enclosing runs of a child run, with their scores (CHILD-3).
+pub(crate) trait Upstream: Sync {
+    fn deliver(&self, cx: &HookContext<'_>, occ: &Occ<'_>);
+}
+
+pub(crate) struct ParentLink<'a, P> {
+    pub(crate) inner: &'a Inner<P>,
+    pub(crate) score: &'a P,
+    pub(crate) up: Option<&'a dyn Upstream>,
+}
+
+impl<P: Sync> Upstream for ParentLink<'_, P> {
+    fn deliver(&self, cx: &HookContext<'_>, occ: &Occ<'_>) {
+        if let Some(up) = self.up {
+            up.deliver(cx, occ);
+        }
+        dispatch(self.inner, cx, occ, Some(self.score));
+    }
+}
+
+/// How a measure (or note) let the run go on.
+pub(crate) enum Flow {
+    Continue,
+    Stop {
+        path: String,
+        reason: Option<Cow<'static, str>>,
+    },
+}
+
+/// How a run ended.
+pub(crate) enum End {
+    Succeeded,
+    Partial(Vec<String>),
+    Stopped {
+        path: String,
+        reason: Option<Cow<'static, str>>,
+    },
+    Failed {
+        error: CadenceError,
+        measure: Option<String>,
+    },
+    Cancelled,
+}
+
+impl End {
+    pub(crate) fn failed(error: CadenceError) -> Self {
+        End::Failed {
+            error,
+            measure: None,
+        }
+    }
+
+    fn as_outcome(&self) -> RunOutcome<'_> {
+        match self {
+            End::Succeeded => RunOutcome::Succeeded,
+            End::Partial(f) => RunOutcome::Partial { failed_measures: f },
+            End::Stopped { path, reason } => RunOutcome::Stopped {
+                path,
+                reason: reason.as_deref(),
+            },
+            End::Failed { error, .. } => RunOutcome::Failed(error),
+            End::Cancelled => RunOutcome::Cancelled,
+        }
+    }
+}
+
+/// The state of one run (or child run), borrowed by everything that executes in it.
+pub(crate) struct RunCtx<'r, S> {
+    pub(crate) inner: &'r Inner<S>,
+    pub(crate) run_id: &'r str,
+    pub(crate) root_run_id: &'r str,
+    pub(crate) parent_run_id: Option<&'r str>,
+    /// Full path of the enclosing child measure, for child runs.
+    pub(crate) prefix: Option<&'r str>,
+    /// The run tree's occurrence counter (EVT-3), owned by the root run.
+    pub(crate) seq: &'r AtomicU64,
+    pub(crate) upstream: Option<&'r dyn Upstream>,
+    /// Whether any hook in the run tree will see this run's occurrences.
+    pub(crate) observe: bool,
+    pub(crate) token: Option<&'r CancellationToken>,
+}
+
+fn elapsed(t0: Option<Instant>) -> Duration {
+    t0.map(|t| t.elapsed()).unwrap_or_default()
+}
+
+/// Reports `on_cadence_end(Cancelled)` if the run future is dropped mid-run (RUN-5).
+struct RunGuard<'a, 'r, S> {
+    rc: &'a RunCtx<'r, S>,
+    score: &'a mut S,
+    t0: Option<Instant>,
+    armed: bool,
+}
+
+impl<S> Drop for RunGuard<'_, '_, S> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.rc.emit(
+                Occ::CadenceEnd(elapsed(self.t0), &RunOutcome::Cancelled),
+                Some(&*self.score),
+            );
+        }
+    }
+}
+
+/// Reports `on_measure_end(Cancelled)` if dropped mid-measure.
+struct MeasureGuard<'a, 'r, S> {
+    rc: &'a RunCtx<'r, S>,
+    path: &'a str,
+    t0: Option<Instant>,
+    armed: bool,
+}
+
+impl<S> Drop for MeasureGuard<'_, '_, S> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.rc.emit(
+                Occ::MeasureEnd(self.path, elapsed(self.t0), &MeasureOutcome::Cancelled),
+                None,
+            );
+        }
+    }
+}
+
+/// Reports `on_note_end(Cancelled)` if dropped mid-attempt. Owns the score borrow so it can
+/// still show the score to hooks after the note future is gone.
+struct NoteGuard<'a, 'r, S> {
+    rc: &'a RunCtx<'r, S>,
+    path: &'a str,
+    attempt: u32,
+    t0: Option<Instant>,
+    score: &'a mut S,
+    armed: bool,
+}
+
+impl<S> Drop for NoteGuard<'_, '_, S> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.rc.emit(
+                Occ::NoteEnd(
+                    self.path,
+                    self.attempt,
+                    elapsed(self.t0),
+                    &NoteOutcome::Cancelled,
+                ),
+                Some(&*self.score),
+            );
+        }
+    }
+}
+
+impl<'r, S> RunCtx<'r, S> {
+    /// Delivers one occurrence to the ancestors' hooks, then this cadence's hooks.
+    #[inline]
+    pub(crate) fn emit(&self, occ: Occ<'_>, score: Option<&S>) {
+        if self.observe {
+            self.emit_slow(&occ, score);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_slow(&self, occ: &Occ<'_>, score: Option<&S>) {
+        let cx = HookContext {
+            run_id: self.run_id,
+            root_run_id: self.root_run_id,
+            parent_run_id: self.parent_run_id,
+            cadence: &self.inner.name,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            at: OnceCell::new(),
+        };
+        if let Some(up) = self.upstream {
+            up.deliver(&cx, occ);
+        }
+        dispatch(self.inner, &cx, occ, score);
+    }
+
+    /// The full path of `path` in this run (GEN-2).
+    pub(crate) fn full_path<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        match self.prefix {
+            None => Cow::Borrowed(path),
+            Some(p) => Cow::Owned(format!("{p}/{path}")),
+        }
+    }
+}
+
+impl<'r, S: Send + 'static> RunCtx<'r, S> {
+    /// Runs the cadence on `score`: hooks, span, cancellation, body (RUN-3…6).
+    pub(crate) async fn execute(&self, score: &mut S) -> End {
+        let span = tracing::info_span!(
+            target: "cadence",
+            "cadence.run",
+            cadence.name = &*self.inner.name,
+            cadence.run_id = self.run_id,
+            cadence.parent_run_id = self.parent_run_id,
+            cadence.resumed = false,
+            cadence.outcome = Empty,
+        );
+        let end = async {
+            let t0 = self.observe.then(Instant::now);
+            self.emit(Occ::CadenceStart, Some(&*score));
+            let mut guard = RunGuard {
+                rc: self,
+                score,
+                t0,
+                armed: self.observe,
+            };
+            let end = match self.token {
+                Some(token) => {
+                    let body = self.run_body(&mut *guard.score);
+                    tokio::select! {
+                        biased;
+                        _ = token.cancelled() => End::Cancelled,
+                        end = body => end,
+                    }
+                }
+                None => self.run_body(&mut *guard.score).await,
+            };
+            guard.armed = false;
+            self.emit(
+                Occ::CadenceEnd(elapsed(t0), &end.as_outcome()),
+                Some(&*guard.score),
+            );
+            end
+        }
+        .instrument(span.clone())
+        .await;
+        if !span.is_disabled() {
+            span.record("cadence.outcome", end.as_outcome().kind().as_str());
+        }
+        end
+    }
+
+    async fn run_body(&self, score: &mut S) -> End {
+        let mut failed: Vec<String> = Vec::new();
+        for m in self.inner.measures.iter() {
+            match self.exec_measure(m, score).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop { path, reason }) => return End::Stopped { path, reason },
+                Err(CadenceError::Cancelled) => return End::Cancelled,
+                Err(error) => {
+                    let measure = self.full_path(&m.path).into_owned();
+                    let handled = !matches!(
+                        error.kind(),
+                        ErrorKind::Checkpoint | ErrorKind::CheckpointMismatch
+                    );
+                    match &self.inner.on_error {
+                        Some((handler, mode)) if handled => {
+                            if let Err(h) = call_handler(handler, score, &error).await {
+                                return End::Failed {
+                                    error: CadenceError::HandlerFailed {
+                                        original: Box::new(error),
+                                        handler: h,
+                                    },
+                                    measure: Some(measure),
+                                };
+                            }
+                            match mode {
+                                OnError::Continue => failed.push(measure),
+                                OnError::Stop => {
+                                    return End::Failed {
+                                        error,
+                                        measure: Some(measure),
+                                    };
+                                }
+                            }
+                        }
+                        _ => {
+                            return End::Failed {
+                                error,
+                                measure: Some(measure),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        if failed.is_empty() {
+            End::Succeeded
+        } else {
+            End::Partial(failed)
+        }
+    }
+
+    async fn exec_measure(&self, m: &Measure<S>, score: &mut S) -> Result<Flow, CadenceError> {
+        let t0 = self.observe.then(Instant::now);
+        self.emit(Occ::MeasureStart(&m.path, m.kind), None);
+        let mut guard = MeasureGuard {
+            rc: self,
+            path: &m.path,
+            t0,
+            armed: self.observe,
+        };
+        let r = match &m.body {
+            MeasureBody::Note(n) => self.exec_note(n, score).await,
+            _ => {
+                let span = tracing::info_span!(
+                    target: "cadence",
+                    "cadence.measure",
+                    cadence.measure.path = &*m.path,
+                    cadence.measure.kind = m.kind.as_str(),
+                );
+                self.exec_composite(m, score).instrument(span).await
+            }
+        };
+        guard.armed = false;
+        let outcome = match &r {
+            Ok(Flow::Continue) => MeasureOutcome::Succeeded,
+            Ok(Flow::Stop { .. }) => MeasureOutcome::Stopped,
+            Err(CadenceError::Cancelled) => MeasureOutcome::Cancelled,
+            Err(e) => MeasureOutcome::Failed(e),
+        };
+        self.emit(Occ::MeasureEnd(&m.path, elapsed(t0), &outcome), None);
+        r
+    }
+
+    async fn exec_composite(&self, m: &Measure<S>, score: &mut S) -> Result<Flow, CadenceError> {
+        match &m.body {
+            MeasureBody::Note(n) => self.exec_note(n, score).await,
+            MeasureBody::Sequence(notes) => self.exec_notes(notes, score).await,
+            MeasureBody::Split {
+                cond,
+                if_true,
+                if_false,
+            } => {
+                let taken = self.eval_condition(cond, &m.path, score).await?;
+                let branch = if taken { "true" } else { "false" };
+                self.emit(Occ::Branch(&m.path, branch, branch), None);
+                self.exec_notes(if taken { if_true } else { if_false }, score)
+                    .await
+            }
+            MeasureBody::Route {
+                selector,
+                routes,
+                default,
+            } => {
+                let key = self.eval_selector(selector, &m.path, score).await?;
+                match routes.iter().find(|(k, _)| **k == *key) {
+                    Some((k, notes)) => {
+                        self.emit(Occ::Branch(&m.path, k, &key), None);
+                        self.exec_notes(notes, score).await
+                    }
+                    None => match default {
+                        Some(notes) => {
+                            self.emit(Occ::Branch(&m.path, "*", &key), None);
+                            self.exec_notes(notes, score).await
+                        }
+                        None => Err(CadenceError::Route {
+                            path: self.full_path(&m.path).into_owned(),
+                            key,
+                        }),
+                    },
+                }
+            }
+            MeasureBody::Child(child) => child.run(self, &m.path, score).await,
+        }
+    }
+
+    async fn exec_notes(
+        &self,
+        notes: &[CompiledNote<S>],
+        score: &mut S,
+    ) -> Result<Flow, CadenceError> {
+        for n in notes {
+            if let Flow::Stop { path, reason } = self.exec_note(n, score).await? {
+                return Ok(Flow::Stop { path, reason });
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn panicked(&self, path: &str, payload: Panic) -> CadenceError {
+        CadenceError::Panicked {
+            path: self.full_path(path).into_owned(),
+            message: panic_message(payload.as_ref()),
+        }
+    }
+
+    /// BR-1, BR-3: evaluated once; errors and panics fail the measure at its path.
+    async fn eval_condition(
+        &self,
+        cond: &Condition<S>,
+        path: &str,
+        score: &mut S,
+    ) -> Result<bool, CadenceError> {
+        let r = match &cond.f {
+            CondFn::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(&*score))),
+            CondFn::Async(f) => {
+                let fut = {
+                    let s: &S = score;
+                    catch_unwind(AssertUnwindSafe(move || f(s)))
+                };
+                match fut {
+                    Ok(fut) => CatchUnwind::new(fut).await,
+                    Err(p) => Err(p),
+                }
+            }
+        };
+        match r {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(source)) => Err(CadenceError::Note {
+                path: self.full_path(path).into_owned(),
+                source,
+            }),
+            Err(p) => Err(self.panicked(path, p)),
+        }
+    }
+
+    async fn eval_selector(
+        &self,
+        sel: &Selector<S>,
+        path: &str,
+        score: &mut S,
+    ) -> Result<String, CadenceError> {
+        let r = match &sel.f {
+            SelFn::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(&*score))),
+            SelFn::Async(f) => {
+                let fut = {
+                    let s: &S = score;
+                    catch_unwind(AssertUnwindSafe(move || f(s)))
+                };
+                match fut {
+                    Ok(fut) => CatchUnwind::new(fut).await,
+                    Err(p) => Err(p),
+                }
+            }
+        };
+        match r {
+            Ok(Ok(k)) => Ok(k),
+            Ok(Err(source)) => Err(CadenceError::Note {
+                path: self.full_path(path).into_owned(),
+                source,
+            }),
+            Err(p) => Err(self.panicked(path, p)),
+        }
+    }
+
+    /// One note with its `cadence.note` span.
+    pub(crate) async fn exec_note(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+    ) -> Result<Flow, CadenceError> {
+        if !self.inner.note_spans {
+            return self.exec_note_inner(n, score).await;
+        }
+        let span = tracing::info_span!(
+            target: "cadence",
+            "cadence.note",
+            cadence.note.path = &*n.path,
+            cadence.note.attempts = Empty,
+            cadence.outcome = Empty,
+        );
+        let r = self
+            .exec_note_inner(n, score)
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            span.record("cadence.note.attempts", 1u32);
+            span.record(
+                "cadence.outcome",
+                match &r {
+                    Ok(Flow::Continue) => "succeeded",
+                    Ok(Flow::Stop { .. }) => "stopped",
+                    Err(CadenceError::Cancelled) => "cancelled",
+                    Err(_) => "failed",
+                },
+            );
+        }
+        r
+    }
+
+    async fn exec_note_inner(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+    ) -> Result<Flow, CadenceError> {
+        let attempt = 1;
+        self.emit(Occ::NoteStart(&n.path, attempt), Some(&*score));
+        let t0 = self.observe.then(Instant::now);
+        let mut guard = NoteGuard {
+            rc: self,
+            path: &n.path,
+            attempt,
+            t0,
+            score,
+            armed: self.observe,
+        };
+        let r = self.attempt(n, &mut *guard.score, attempt).await;
+        guard.armed = false;
+        let outcome = match &r {
+            Ok(Control::Continue) => NoteOutcome::Succeeded,
+            Ok(Control::Stop(_)) => NoteOutcome::Stopped,
+            Err(e) => NoteOutcome::Failed(e),
+        };
+        self.emit(
+            Occ::NoteEnd(&n.path, attempt, elapsed(t0), &outcome),
+            Some(&*guard.score),
+        );
+        match r {
+            Ok(Control::Continue) => Ok(Flow::Continue),
+            Ok(Control::Stop(reason)) => Ok(Flow::Stop {
+                path: self.full_path(&n.path).into_owned(),
+                reason,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One attempt of a note's body: panics caught, errors typed, stops recognised.
+    pub(crate) async fn attempt(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+        attempt: u32,
+    ) -> Result<Control, CadenceError> {
+        let r = match &n.body {
+            Body::AsyncFn(f) => {
+                let cx = self.note_context(n, attempt);
+                let cxr = &cx;
+                let r = match catch_unwind(AssertUnwindSafe(move || {
+                    let score = score;
+                    f(score, cxr)
+                })) {
+                    Ok(fut) => CatchUnwind::new(fut).await,
+                    Err(p) => Err(p),
+                };
+                cx.finish();
+                r
+            }
+            Body::Async(b) => {
+                let cx = self.note_context(n, attempt);
+                let cxr = &cx;
+                let r = match catch_unwind(AssertUnwindSafe(move || {
+                    let score = score;
+                    b.call(score, cxr)
+                })) {
+                    Ok(fut) => CatchUnwind::new(fut).await,
+                    Err(p) => Err(p),
+                };
+                cx.finish();
+                r
+            }
+            Body::Blocking { imp, take } => self.run_blocking(n, imp, *take, score, attempt).await,
+        };
+        match r {
+            Ok(result) => match normalise(result) {
+                Ok(c) => Ok(c),
+                Err(source) => Err(CadenceError::Note {
+                    path: self.full_path(&n.path).into_owned(),
+                    source,
+                }),
+            },
+            Err(p) => Err(self.panicked(&n.path, p)),
+        }
+    }
+
+    fn note_context<'a>(&'a self, n: &'a CompiledNote<S>, attempt: u32) -> NoteContext<'a> {
+        NoteContext {
+            run_id: self.run_id,
+            root_run_id: self.root_run_id,
+            parent_run_id: self.parent_run_id,
+            cadence: &self.inner.name,
+            path: &n.path,
+            prefix: self.prefix,
+            attempt,
+            prior_attempts: 0,
+            run_token: self.token,
+            token: OnceLock::new(),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// NOTE-6: moves the score to the blocking pool and back (also after a panic). If this
+    /// future is dropped, the attempt's token fires and the blocking call runs on detached.
+    async fn run_blocking(
+        &self,
+        n: &CompiledNote<S>,
+        imp: &BlockingImpl<S>,
+        take: fn(&mut S) -> S,
+        score: &mut S,
+        attempt: u32,
+    ) -> Result<NoteResult, Panic> {
+        let token = match self.token {
+            Some(t) => t.child_token(),
+            None => CancellationToken::new(),
+        };
+        let owned = OwnedContext {
+            run_id: self.run_id.to_owned(),
+            root_run_id: self.root_run_id.to_owned(),
+            parent_run_id: self.parent_run_id.map(str::to_owned),
+            cadence: self.inner.name.to_string(),
+            path: n.path.to_string(),
+            prefix: self.prefix.map(str::to_owned),
+            attempt,
+            token: token.clone(),
+        };
+        let imp = imp.clone();
+        let mut moved = take(score);
+        let span = tracing::Span::current();
+        let handle = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let cx = owned.context();
+            let r = catch_unwind(AssertUnwindSafe(|| imp.call(&mut moved, &cx)));
+            cx.finish();
+            (moved, r)
+        });
+        let abandon = token.drop_guard();
+        let joined = handle.await;
+        let _ = abandon.disarm();
+        match joined {
+            Ok((back, r)) => {
+                *score = back;
+                r
+            }
+            Err(e) => Err(Box::new(format!("the blocking task could not finish: {e}"))),
+        }
+    }
+}
+
+/// The context data a blocking attempt owns on its thread.
+struct OwnedContext {
+    run_id: String,
+    root_run_id: String,
+    parent_run_id: Option<String>,
+    cadence: String,
+    path: String,
+    prefix: Option<String>,
+    attempt: u32,
+    token: CancellationToken,
+}
+
+impl OwnedContext {
+    fn context(&self) -> NoteContext<'_> {
+        let token = OnceLock::new();
+        let _ = token.set(self.token.clone());
+        NoteContext {
+            run_id: &self.run_id,
+            root_run_id: &self.root_run_id,
+            parent_run_id: self.parent_run_id.as_deref(),
+            cadence: &self.cadence,
+            path: &self.path,
+            prefix: self.prefix.as_deref(),
+            attempt: self.attempt,
+            prior_attempts: 0,
+            run_token: None,
+            token,
+            done: AtomicBool::new(false),
+        }
+    }
+}
+
+/// RUN-9, RUN-10: runs the handler; its error or panic becomes the handler error.
+async fn call_handler<S>(
+    handler: &Handler<S>,
+    score: &mut S,
+    error: &CadenceError,
+) -> Result<(), BoxError> {
+    let r = match &handler.f {
+        HandlerFn::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(score, error))),
+        HandlerFn::Async(f) => match catch_unwind(AssertUnwindSafe(move || {
+            let score = score;
+            f(score, error)
+        })) {
+            Ok(fut) => CatchUnwind::new(fut).await,
+            Err(p) => Err(p),
+        },
+    };
+    match r {
+        Ok(r) => r,
+        Err(p) => Err(format!("the handler panicked: {}", panic_message(p.as_ref())).into()),
+    }
+}

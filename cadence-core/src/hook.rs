@@ -1,0 +1,685 @@
+//! Hooks: synchronous, cheap observers of every occurrence in a run (HOOK-1…5).
+//!
+//! A [`Hook<S>`] has one method per occurrence, each with an empty default, so an
+//! implementation overrides only what it needs — the shape of `tracing_subscriber::Layer`.
+//! Hooks compose: tuples (up to 8), `Vec<H>`, `Option<H>`, `Arc<H>` and `Box<dyn Hook<S>>` are
+//! hooks that call their elements left to right.
+//!
+//! Hooks run inline on the note's path, inside the run's or the note's `tracing` span (HOOK-2).
+//! They must be cheap: anything slow (I/O, network) belongs behind an event emitter's queue.
+//!
+//! A panicking hook is caught per leaf hook, logged at error level with the method name, and
+//! counted in [`Cadence::hook_panics`](crate::Cadence::hook_panics); the run goes on, and that
+//! hook is not called again for the same occurrence (HOOK-4).
+//!
+//! ```
+//! use cadence_core::{Cadence, Hook, HookContext, note};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! #[derive(Default)]
+//! struct CountNotes(AtomicUsize);
+//!
+//! impl<S> Hook<S> for CountNotes {
+//!     fn on_note_start(&self, _cx: &HookContext<'_>, _path: &str, _attempt: u32, _score: &S) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let counter = Arc::new(CountNotes::default());
+//! let cadence = Cadence::<u32>::new("count")
+//!     .then("one", note::from_fn(|n: &mut u32| Box::pin(async move { *n += 1; Ok::<_, cadence_core::BoxError>(()) })))
+//!     .then("two", note::from_fn(|n: &mut u32| Box::pin(async move { *n += 1; Ok::<_, cadence_core::BoxError>(()) })))
+//!     .with_hooks(counter.clone())
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(cadence.run(0).await.unwrap(), 2);
+//! assert_eq!(counter.0.load(Ordering::Relaxed), 2);
+//! # });
+//! ```
+
+use std::cell::OnceCell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{CadenceError, panic_message};
+use crate::policy::circuit_breaker::CircuitState;
+
+/// Who and when an occurrence is: passed to every hook method (HOOK-1).
+///
+/// `seq` numbers the occurrences of one run tree from 0 (EVT-3); every hook and emitter of
+/// that occurrence sees the same value.
+#[derive(Debug)]
+pub struct HookContext<'a> {
+    pub(crate) run_id: &'a str,
+    pub(crate) root_run_id: &'a str,
+    pub(crate) parent_run_id: Option<&'a str>,
+    pub(crate) cadence: &'a str,
+    pub(crate) seq: u64,
+    pub(crate) at: OnceCell<SystemTime>,
+}
+
+impl<'a> HookContext<'a> {
+    /// A context for tests and for adapters that replay occurrences.
+    pub fn new(run_id: &'a str, cadence: &'a str, seq: u64) -> Self {
+        HookContext {
+            run_id,
+            root_run_id: run_id,
+            parent_run_id: None,
+            cadence,
+            seq,
+            at: OnceCell::new(),
+        }
+    }
+
+    /// With a parent (for child runs): the root run id and the parent run id.
+    pub fn with_parent(mut self, root_run_id: &'a str, parent_run_id: &'a str) -> Self {
+        self.root_run_id = root_run_id;
+        self.parent_run_id = Some(parent_run_id);
+        self
+    }
+
+    /// The id of the run this occurrence belongs to (`<parent>/<measure>` for child runs).
+    pub fn run_id(&self) -> &'a str {
+        self.run_id
+    }
+
+    /// The id of the outermost run of this run tree.
+    pub fn root_run_id(&self) -> &'a str {
+        self.root_run_id
+    }
+
+    /// The parent run's id, for child runs.
+    pub fn parent_run_id(&self) -> Option<&'a str> {
+        self.parent_run_id
+    }
+
+    /// The name of the cadence the occurrence happened in (the child's name for child runs).
+    pub fn cadence(&self) -> &'a str {
+        self.cadence
+    }
+
+    /// The occurrence's sequence number within the run tree (EVT-3).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Wall-clock time of the occurrence, read once on first use and then shared by every
+    /// hook of the occurrence (reading the clock costs ≈ 20 ns, so it is not read unless asked).
+    pub fn at(&self) -> SystemTime {
+        *self.at.get_or_init(SystemTime::now)
+    }
+}
+
+/// The kind of a measure (what diagrams, events and checkpoints call it).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeasureKind {
+    /// One note, from `then`.
+    Note,
+    /// Notes in order, from `sequence`.
+    Sequence,
+    /// A parallel group, from `sync`/`sync_with`.
+    Sync,
+    /// An if/else, from `split`.
+    Split,
+    /// An n-way branch, from `route`/`route_or`.
+    Route,
+    /// A child cadence, from `child`.
+    Child,
+}
+
+impl MeasureKind {
+    /// The stable name (`note`, `sequence`, `sync`, `split`, `route`, `child`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeasureKind::Note => "note",
+            MeasureKind::Sequence => "sequence",
+            MeasureKind::Sync => "sync",
+            MeasureKind::Split => "split",
+            MeasureKind::Route => "route",
+            MeasureKind::Child => "child",
+        }
+    }
+}
+
+/// How a run ended, as hooks see it (RUN-4).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub enum RunOutcome<'a> {
+    /// Every measure succeeded.
+    Succeeded,
+    /// Some measures failed and an `OnError::Continue` handler absorbed them.
+    Partial {
+        /// Paths of the failed measures.
+        failed_measures: &'a [String],
+    },
+    /// A note stopped the run (RUN-8).
+    Stopped {
+        /// Full path of the stopping note.
+        path: &'a str,
+        /// The reason given, if any.
+        reason: Option<&'a str>,
+    },
+    /// The run failed with this error.
+    Failed(&'a CadenceError),
+    /// The run was cancelled (token fired or future dropped).
+    Cancelled,
+}
+
+impl RunOutcome<'_> {
+    /// The plain outcome.
+    pub fn kind(&self) -> Outcome {
+        match self {
+            RunOutcome::Succeeded => Outcome::Succeeded,
+            RunOutcome::Partial { .. } => Outcome::Partial,
+            RunOutcome::Stopped { .. } => Outcome::Stopped,
+            RunOutcome::Failed(_) => Outcome::Failed,
+            RunOutcome::Cancelled => Outcome::Cancelled,
+        }
+    }
+}
+
+/// How a run ended, without details (RUN-4). Reported in [`RunReport`](crate::RunReport).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every measure succeeded (`run` returns `Ok`).
+    Succeeded,
+    /// At least one failure was absorbed by `OnError::Continue` (`Ok`).
+    Partial,
+    /// A note stopped the run (`Ok`).
+    Stopped,
+    /// The run failed (`Err`).
+    Failed,
+    /// The run was cancelled (`Err(Cancelled)`, or the future was dropped).
+    Cancelled,
+}
+
+impl Outcome {
+    /// `succeeded`, `partial`, `stopped`, `failed` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Partial => "partial",
+            Outcome::Stopped => "stopped",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// How a measure ended.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub enum MeasureOutcome<'a> {
+    /// It completed.
+    Succeeded,
+    /// A note inside it stopped the run.
+    Stopped,
+    /// It failed.
+    Failed(&'a CadenceError),
+    /// It was cancelled.
+    Cancelled,
+}
+
+/// How one attempt of a note ended (HOOK-1).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub enum NoteOutcome<'a> {
+    /// It succeeded.
+    Succeeded,
+    /// It returned `Control::Stop`.
+    Stopped,
+    /// It failed and will be retried.
+    WillRetry(&'a CadenceError),
+    /// It failed for good (after retries, before fallback).
+    Failed(&'a CadenceError),
+    /// It was cancelled (timeout is reported as a failure; this is run cancellation, a sibling's
+    /// failure, or a dropped run future).
+    Cancelled,
+}
+
+/// Why a measure or note was skipped.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A checkpoint records it as completed (CKP-5).
+    Checkpoint,
+}
+
+/// A W3C trace context (`traceparent` and optional `tracestate`), carried by runs and stored in
+/// checkpoints (OTEL-3).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct TraceContext {
+    /// The `traceparent` header value.
+    pub traceparent: String,
+    /// The `tracestate` header value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// A context from a `traceparent` value.
+    pub fn new(traceparent: impl Into<String>) -> Self {
+        TraceContext {
+            traceparent: traceparent.into(),
+            tracestate: None,
+        }
+    }
+
+    /// With a `tracestate` value.
+    pub fn with_tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        self.tracestate = Some(tracestate.into());
+        self
+    }
+}
+
+/// An observer of runs (HOOK-1). Every method defaults to doing nothing.
+///
+/// Methods are synchronous and take borrowed arguments; they run inline, so keep them cheap
+/// (HOOK-2). `score` on a parallel member's occurrence is that member's clone. For occurrences
+/// inside a child cadence, the parent's hooks are called first with the *parent's* score
+/// (the only score of their type), then the child's own hooks with the child's score (CHILD-3).
+#[allow(unused_variables)]
+pub trait Hook<S>: Send + Sync {
+    /// A run started (after run-id validation, before any checkpoint is loaded).
+    fn on_cadence_start(&self, cx: &HookContext<'_>, score: &S) {}
+    /// A run ended. Called exactly once per started run (RUN-5).
+    fn on_cadence_end(
+        &self,
+        cx: &HookContext<'_>,
+        score: &S,
+        duration: Duration,
+        outcome: &RunOutcome<'_>,
+    ) {
+    }
+    /// A top-level measure started.
+    fn on_measure_start(&self, cx: &HookContext<'_>, path: &str, kind: MeasureKind) {}
+    /// A top-level measure ended.
+    fn on_measure_end(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        duration: Duration,
+        outcome: &MeasureOutcome<'_>,
+    ) {
+    }
+    /// An attempt of a note started.
+    fn on_note_start(&self, cx: &HookContext<'_>, path: &str, attempt: u32, score: &S) {}
+    /// An attempt of a note ended.
+    fn on_note_end(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        attempt: u32,
+        duration: Duration,
+        outcome: &NoteOutcome<'_>,
+        score: &S,
+    ) {
+    }
+    /// A failed attempt will be retried after `delay` (RET-9).
+    fn on_retry(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        attempt: u32,
+        delay: Duration,
+        error: &CadenceError,
+    ) {
+    }
+    /// An attempt hit its per-attempt timeout (TMO-1).
+    fn on_timeout(&self, cx: &HookContext<'_>, path: &str, attempt: u32, after: Duration) {}
+    /// A fallback is about to act for a failed note (FB-3).
+    fn on_fallback(&self, cx: &HookContext<'_>, path: &str, error: &CadenceError) {}
+    /// A circuit breaker changed state because of this run's call (CB-6).
+    fn on_circuit_state_change(
+        &self,
+        cx: &HookContext<'_>,
+        circuit: &str,
+        from: CircuitState,
+        to: CircuitState,
+    ) {
+    }
+    /// A checkpoint was loaded; `completed` measures will be skipped (CKP-5).
+    fn on_checkpoint_loaded(&self, cx: &HookContext<'_>, completed: usize, forced: bool) {}
+    /// A checkpoint was saved after `path` completed.
+    fn on_checkpoint_saved(&self, cx: &HookContext<'_>, path: &str, completed: usize) {}
+    /// A checkpoint save failed and the run goes on (`on_checkpoint_error(Continue)`).
+    fn on_checkpoint_error(&self, cx: &HookContext<'_>, error: &CadenceError) {}
+    /// A measure or member was skipped.
+    fn on_note_skipped(&self, cx: &HookContext<'_>, path: &str, reason: SkipReason) {}
+    /// A split or route chose a branch (`true`/`false`, a route key, or `*`) for `key`.
+    fn on_branch_taken(&self, cx: &HookContext<'_>, path: &str, branch: &str, key: &str) {}
+    /// The trace context to store in checkpoints; the first hook returning one wins.
+    fn trace_context(&self) -> Option<TraceContext> {
+        None
+    }
+}
+
+/// The panic payload combinators re-raise after isolating their elements: how many leaf hooks
+/// panicked (already logged), so the engine counts each exactly once.
+struct LeafPanics(u64);
+
+/// Calls `f`, isolating a panic: logs it and returns how many leaf hooks panicked.
+#[inline]
+pub(crate) fn isolate(method: &'static str, f: impl FnOnce()) -> u64 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => 0,
+        Err(payload) => {
+            if let Some(LeafPanics(n)) = payload.downcast_ref::<LeafPanics>() {
+                *n
+            } else {
+                tracing::error!(
+                    target: "cadence",
+                    method,
+                    "a hook panicked: {}; the run goes on without it for this occurrence",
+                    panic_message(payload.as_ref())
+                );
+                1
+            }
+        }
+    }
+}
+
+/// Finishes a combinator call: re-raises the count of panicked elements to the caller.
+#[inline]
+fn reraise(n: u64) {
+    if n > 0 {
+        resume_unwind(Box::new(LeafPanics(n)));
+    }
+}
+
+macro_rules! forward_hook_methods {
+    (|$this:ident, $h:ident| $each:expr) => {
+        fn on_cadence_start(&self, cx: &HookContext<'_>, score: &S) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_cadence_start", || $h.on_cadence_start(cx, score))
+            });
+            reraise(n);
+        }
+        fn on_cadence_end(&self, cx: &HookContext<'_>, score: &S, d: Duration, o: &RunOutcome<'_>) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_cadence_end", || $h.on_cadence_end(cx, score, d, o))
+            });
+            reraise(n);
+        }
+        fn on_measure_start(&self, cx: &HookContext<'_>, path: &str, kind: MeasureKind) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_measure_start", || $h.on_measure_start(cx, path, kind))
+            });
+            reraise(n);
+        }
+        fn on_measure_end(
+            &self,
+            cx: &HookContext<'_>,
+            path: &str,
+            d: Duration,
+            o: &MeasureOutcome<'_>,
+        ) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_measure_end", || $h.on_measure_end(cx, path, d, o))
+            });
+            reraise(n);
+        }
+        fn on_note_start(&self, cx: &HookContext<'_>, path: &str, attempt: u32, score: &S) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_note_start", || {
+                    $h.on_note_start(cx, path, attempt, score)
+                })
+            });
+            reraise(n);
+        }
+        fn on_note_end(
+            &self,
+            cx: &HookContext<'_>,
+            path: &str,
+            attempt: u32,
+            d: Duration,
+            o: &NoteOutcome<'_>,
+            score: &S,
+        ) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_note_end", || {
+                    $h.on_note_end(cx, path, attempt, d, o, score)
+                })
+            });
+            reraise(n);
+        }
+        fn on_retry(
+            &self,
+            cx: &HookContext<'_>,
+            path: &str,
+            attempt: u32,
+            delay: Duration,
+            e: &CadenceError,
+        ) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_retry", || $h.on_retry(cx, path, attempt, delay, e))
+            });
+            reraise(n);
+        }
+        fn on_timeout(&self, cx: &HookContext<'_>, path: &str, attempt: u32, after: Duration) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_timeout", || $h.on_timeout(cx, path, attempt, after))
+            });
+            reraise(n);
+        }
+        fn on_fallback(&self, cx: &HookContext<'_>, path: &str, e: &CadenceError) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_fallback", || $h.on_fallback(cx, path, e))
+            });
+            reraise(n);
+        }
+        fn on_circuit_state_change(
+            &self,
+            cx: &HookContext<'_>,
+            circuit: &str,
+            from: CircuitState,
+            to: CircuitState,
+        ) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_circuit_state_change", || {
+                    $h.on_circuit_state_change(cx, circuit, from, to)
+                })
+            });
+            reraise(n);
+        }
+        fn on_checkpoint_loaded(&self, cx: &HookContext<'_>, completed: usize, forced: bool) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_checkpoint_loaded", || {
+                    $h.on_checkpoint_loaded(cx, completed, forced)
+                })
+            });
+            reraise(n);
+        }
+        fn on_checkpoint_saved(&self, cx: &HookContext<'_>, path: &str, completed: usize) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_checkpoint_saved", || {
+                    $h.on_checkpoint_saved(cx, path, completed)
+                })
+            });
+            reraise(n);
+        }
+        fn on_checkpoint_error(&self, cx: &HookContext<'_>, e: &CadenceError) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_checkpoint_error", || $h.on_checkpoint_error(cx, e))
+            });
+            reraise(n);
+        }
+        fn on_note_skipped(&self, cx: &HookContext<'_>, path: &str, reason: SkipReason) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_note_skipped", || $h.on_note_skipped(cx, path, reason))
+            });
+            reraise(n);
+        }
+        fn on_branch_taken(&self, cx: &HookContext<'_>, path: &str, branch: &str, key: &str) {
+            let $this = self;
+            let mut n = 0;
+            $each(&mut |$h: &dyn Hook<S>| {
+                n += isolate("on_branch_taken", || {
+                    $h.on_branch_taken(cx, path, branch, key)
+                })
+            });
+            reraise(n);
+        }
+        fn trace_context(&self) -> Option<TraceContext> {
+            let $this = self;
+            let mut found = None;
+            $each(&mut |$h: &dyn Hook<S>| {
+                if found.is_none() {
+                    let _ = isolate("trace_context", || found = $h.trace_context());
+                }
+            });
+            found
+        }
+    };
+}
+
+impl<S, H: Hook<S>> Hook<S> for Vec<H> {
+    forward_hook_methods!(|this, h| |f: &mut dyn FnMut(&dyn Hook<S>)| {
+        for h in this.iter() {
+            f(h)
+        }
+    });
+}
+
+impl<S, H: Hook<S>> Hook<S> for Option<H> {
+    forward_hook_methods!(|this, h| |f: &mut dyn FnMut(&dyn Hook<S>)| {
+        if let Some(h) = this {
+            f(h)
+        }
+    });
+}
+
+impl<S, H: Hook<S> + ?Sized> Hook<S> for Arc<H> {
+    forward_hook_methods!(|this, h| |f: &mut dyn FnMut(&dyn Hook<S>)| f(&Forward(&**this)));
+}
+
+impl<S, H: Hook<S> + ?Sized> Hook<S> for Box<H> {
+    forward_hook_methods!(|this, h| |f: &mut dyn FnMut(&dyn Hook<S>)| f(&Forward(&**this)));
+}
+
+/// Adapts `&H` (possibly unsized) to `&dyn Hook<S>` for the pointer impls.
+struct Forward<'a, H: ?Sized>(&'a H);
+
+impl<S, H: Hook<S> + ?Sized> Hook<S> for Forward<'_, H> {
+    fn on_cadence_start(&self, cx: &HookContext<'_>, score: &S) {
+        self.0.on_cadence_start(cx, score)
+    }
+    fn on_cadence_end(&self, cx: &HookContext<'_>, s: &S, d: Duration, o: &RunOutcome<'_>) {
+        self.0.on_cadence_end(cx, s, d, o)
+    }
+    fn on_measure_start(&self, cx: &HookContext<'_>, path: &str, kind: MeasureKind) {
+        self.0.on_measure_start(cx, path, kind)
+    }
+    fn on_measure_end(&self, cx: &HookContext<'_>, p: &str, d: Duration, o: &MeasureOutcome<'_>) {
+        self.0.on_measure_end(cx, p, d, o)
+    }
+    fn on_note_start(&self, cx: &HookContext<'_>, path: &str, attempt: u32, score: &S) {
+        self.0.on_note_start(cx, path, attempt, score)
+    }
+    fn on_note_end(
+        &self,
+        cx: &HookContext<'_>,
+        p: &str,
+        a: u32,
+        d: Duration,
+        o: &NoteOutcome<'_>,
+        s: &S,
+    ) {
+        self.0.on_note_end(cx, p, a, d, o, s)
+    }
+    fn on_retry(&self, cx: &HookContext<'_>, p: &str, a: u32, d: Duration, e: &CadenceError) {
+        self.0.on_retry(cx, p, a, d, e)
+    }
+    fn on_timeout(&self, cx: &HookContext<'_>, path: &str, attempt: u32, after: Duration) {
+        self.0.on_timeout(cx, path, attempt, after)
+    }
+    fn on_fallback(&self, cx: &HookContext<'_>, path: &str, e: &CadenceError) {
+        self.0.on_fallback(cx, path, e)
+    }
+    fn on_circuit_state_change(
+        &self,
+        cx: &HookContext<'_>,
+        c: &str,
+        from: CircuitState,
+        to: CircuitState,
+    ) {
+        self.0.on_circuit_state_change(cx, c, from, to)
+    }
+    fn on_checkpoint_loaded(&self, cx: &HookContext<'_>, completed: usize, forced: bool) {
+        self.0.on_checkpoint_loaded(cx, completed, forced)
+    }
+    fn on_checkpoint_saved(&self, cx: &HookContext<'_>, path: &str, completed: usize) {
+        self.0.on_checkpoint_saved(cx, path, completed)
+    }
+    fn on_checkpoint_error(&self, cx: &HookContext<'_>, e: &CadenceError) {
+        self.0.on_checkpoint_error(cx, e)
+    }
+    fn on_note_skipped(&self, cx: &HookContext<'_>, path: &str, reason: SkipReason) {
+        self.0.on_note_skipped(cx, path, reason)
+    }
+    fn on_branch_taken(&self, cx: &HookContext<'_>, path: &str, branch: &str, key: &str) {
+        self.0.on_branch_taken(cx, path, branch, key)
+    }
+    fn trace_context(&self) -> Option<TraceContext> {
+        self.0.trace_context()
+    }
+}
+
+macro_rules! tuple_hook {
+    ($($name:ident $idx:tt),+) => {
+        impl<S, $($name: Hook<S>),+> Hook<S> for ($($name,)+) {
+            forward_hook_methods!(|this, h| |f: &mut dyn FnMut(&dyn Hook<S>)| {
+                $( f(&this.$idx); )+
+            });
+        }
+    };
+}
+
+tuple_hook!(A 0);
+tuple_hook!(A 0, B 1);
+tuple_hook!(A 0, B 1, C 2);
+tuple_hook!(A 0, B 1, C 2, D 3);
+tuple_hook!(A 0, B 1, C 2, D 3, E 4);
+tuple_hook!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_hook!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_hook!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+/// A hook that does nothing; `()` works too.
+impl<S> Hook<S> for () {}
