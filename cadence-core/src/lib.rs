@@ -88,3 +88,8 @@ pub use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "macros")]
 pub use cadence_macros::note;
+
+/// The workspace README's code blocks, compiled as doctests so the quick start stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
