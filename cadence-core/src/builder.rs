@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::cadence::GroupOps;
 use crate::cadence::{
     Cadence, ChildMeasure, ChildRunner, CompiledNote, Inner, Measure, MeasureBody,
 };
@@ -17,6 +18,7 @@ use crate::error::{CadenceError, Problem};
 use crate::handler::{Handler, IntoHandler, OnError};
 use crate::hook::{Hook, MeasureKind};
 use crate::note::Note;
+use crate::score::{MergeStrategy, Score};
 
 pub(crate) enum SpecBody<S> {
     Note(Note<S>),
@@ -32,6 +34,11 @@ pub(crate) enum SpecBody<S> {
         default: Option<Vec<Note<S>>>,
     },
     Child(Arc<dyn ChildRunner<S>>),
+    Sync {
+        notes: Vec<Note<S>>,
+        strategy: MergeStrategy<S>,
+        ops: GroupOps<S>,
+    },
 }
 
 pub(crate) struct MeasureSpec<S> {
@@ -108,6 +115,35 @@ impl<S: Send + 'static> CadenceBuilder<S> {
         self.push(
             name,
             SpecBody::Sequence(notes.into_iter().map(Into::into).collect()),
+        )
+    }
+
+    /// A parallel group (PAR-4): every member runs concurrently on its own clone of the score,
+    /// then the members' changes are merged field by field with
+    /// [`MergeStrategy::FailOnConflict`] (PAR-8).
+    pub fn sync<I>(self, name: impl Into<String>, notes: I) -> Self
+    where
+        S: Score,
+        I: IntoIterator,
+        I::Item: Into<Note<S>>,
+    {
+        self.sync_with(name, notes, MergeStrategy::FailOnConflict)
+    }
+
+    /// A parallel group merged with `strategy` (PAR-8…11).
+    pub fn sync_with<I>(self, name: impl Into<String>, notes: I, strategy: MergeStrategy<S>) -> Self
+    where
+        S: Score,
+        I: IntoIterator,
+        I::Item: Into<Note<S>>,
+    {
+        self.push(
+            name,
+            SpecBody::Sync {
+                notes: notes.into_iter().map(Into::into).collect(),
+                strategy,
+                ops: GroupOps::new(),
+            },
         )
     }
 
@@ -277,6 +313,20 @@ impl<S: Send + 'static> CadenceBuilder<S> {
                         ));
                     }
                     check_notes(&mut v, &m.name, ns, true);
+                }
+                SpecBody::Sync { notes, .. } => {
+                    if notes.is_empty() {
+                        v.errors.push(Problem::new(
+                            &m.name,
+                            "the parallel group is empty; give it at least one note",
+                        ));
+                    } else if notes.len() == 1 {
+                        v.warnings.push(Problem::new(
+                            &m.name,
+                            "the parallel group has one note; a then() would do the same without cloning the score",
+                        ));
+                    }
+                    check_notes(&mut v, &m.name, notes, true);
                 }
                 SpecBody::Split {
                     if_true, if_false, ..
@@ -481,6 +531,18 @@ fn compile_measure<S>(spec: MeasureSpec<S>) -> Measure<S> {
             },
         ),
         SpecBody::Child(c) => (MeasureKind::Child, MeasureBody::Child(c)),
+        SpecBody::Sync {
+            notes,
+            strategy,
+            ops,
+        } => (
+            MeasureKind::Sync,
+            MeasureBody::Sync {
+                notes: compile_notes(&spec.name, notes),
+                strategy,
+                ops,
+            },
+        ),
     };
     Measure {
         name: name.clone(),

@@ -10,12 +10,13 @@ use crate::builder::CadenceBuilder;
 use crate::cond::{Condition, Selector};
 use crate::describe::Description;
 use crate::engine::{End, Flow, ParentLink, RunCtx};
-use crate::error::{CadenceError, Problem, panic_message};
+use crate::error::{CadenceError, MergeConflict, Problem, panic_message};
 use crate::handler::{Handler, OnError};
 use crate::hook::{Hook, MeasureKind, Outcome};
 use crate::note::{Body, Note};
 use crate::options::{RunOptions, RunReport, check_run_id, generate_run_id};
 use crate::policy::Policies;
+use crate::score::{MergeStrategy, Score};
 
 /// A note compiled into its place: name, path and policy stack fixed at `build()`.
 pub(crate) struct CompiledNote<S> {
@@ -51,6 +52,26 @@ pub(crate) enum MeasureBody<S> {
         default: Option<Box<[CompiledNote<S>]>>,
     },
     Child(Arc<dyn ChildRunner<S>>),
+    Sync {
+        notes: Box<[CompiledNote<S>]>,
+        strategy: MergeStrategy<S>,
+        ops: GroupOps<S>,
+    },
+}
+
+/// What a parallel group needs from `S: Score`, captured where that bound is known.
+pub(crate) struct GroupOps<S> {
+    pub(crate) clone: fn(&S) -> S,
+    pub(crate) merge: fn(&MergeStrategy<S>, &mut S, Vec<S>, &[&str]) -> Result<(), MergeConflict>,
+}
+
+impl<S: Score> GroupOps<S> {
+    pub(crate) fn new() -> Self {
+        GroupOps {
+            clone: S::clone,
+            merge: crate::score::merge::<S>,
+        }
+    }
 }
 
 pub(crate) struct Measure<S> {

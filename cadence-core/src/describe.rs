@@ -176,6 +176,12 @@ fn describe_measures<S>(measures: &[Measure<S>]) -> Vec<MeasureDescription> {
             match &m.body {
                 MeasureBody::Note(n) => d.notes = vec![describe_note(n)],
                 MeasureBody::Sequence(ns) => d.notes = describe_notes(ns),
+                MeasureBody::Sync {
+                    notes, strategy, ..
+                } => {
+                    d.notes = describe_notes(notes);
+                    d.merge = Some(strategy.as_str().to_owned());
+                }
                 MeasureBody::Split {
                     cond,
                     if_true,

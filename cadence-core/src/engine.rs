@@ -12,7 +12,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::cadence::{CompiledNote, Inner, Measure, MeasureBody};
+use crate::cadence::{CompiledNote, GroupOps, Inner, Measure, MeasureBody};
 use crate::cond::{CondFn, Condition, SelFn, Selector};
 use crate::error::{BoxError, CadenceError, ErrorKind, panic_message};
 use crate::handler::{Handler, HandlerFn, OnError};
@@ -30,6 +30,9 @@ use crate::hook::{
 };
 use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteResult, normalise};
 use crate::policy::circuit_breaker::CircuitState;
+use crate::score::MergeStrategy;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 type Panic = Box<dyn Any + Send>;
 
@@ -284,6 +287,44 @@ impl<S> Drop for MeasureGuard<'_, '_, S> {
     }
 }
 
+/// The members of a parallel group: their clones (owned here so hooks can still see them after
+/// the member futures are gone) and which are finished. Reports `on_note_end(Cancelled)` for
+/// unfinished members if dropped mid-group (RUN-5) or told to after a failure (PAR-5).
+struct GroupGuard<'a, 'r, S> {
+    rc: &'a RunCtx<'r, S>,
+    notes: &'a [CompiledNote<S>],
+    clones: Vec<S>,
+    attempts: Vec<AtomicU32>,
+    finished: Vec<bool>,
+    t0: Option<Instant>,
+    armed: bool,
+}
+
+impl<S> GroupGuard<'_, '_, S> {
+    fn report_cancelled(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.armed = false;
+        let d = elapsed(self.t0);
+        for (j, n) in self.notes.iter().enumerate() {
+            if !self.finished[j] {
+                let attempt = self.attempts[j].load(Ordering::Relaxed);
+                self.rc.emit(
+                    Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Cancelled),
+                    self.clones.get(j),
+                );
+            }
+        }
+    }
+}
+
+impl<S> Drop for GroupGuard<'_, '_, S> {
+    fn drop(&mut self) {
+        self.report_cancelled();
+    }
+}
+
 /// Reports `on_note_end(Cancelled)` if dropped mid-attempt. Owns the score borrow so it can
 /// still show the score to hooks after the note future is gone.
 struct NoteGuard<'a, 'r, S> {
@@ -514,6 +555,89 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
             }
             MeasureBody::Child(child) => child.run(self, &m.path, score).await,
+            MeasureBody::Sync {
+                notes,
+                strategy,
+                ops,
+            } => self.exec_sync(&m.path, notes, strategy, ops, score).await,
+        }
+    }
+
+    /// A parallel group (PAR-4…12): clones first, `note_start` for every member in declaration
+    /// order, members polled concurrently on this task, the first failure cancels the rest,
+    /// then an atomic merge in declaration order.
+    async fn exec_sync(
+        &self,
+        path: &str,
+        notes: &[CompiledNote<S>],
+        strategy: &MergeStrategy<S>,
+        ops: &GroupOps<S>,
+        score: &mut S,
+    ) -> Result<Flow, CadenceError> {
+        let t0 = self.observe.then(Instant::now);
+        let mut group = GroupGuard {
+            rc: self,
+            notes,
+            clones: notes.iter().map(|_| (ops.clone)(score)).collect(),
+            attempts: notes.iter().map(|_| AtomicU32::new(1)).collect(),
+            finished: vec![false; notes.len()],
+            t0,
+            armed: self.observe,
+        };
+        if self.observe {
+            for (n, clone) in notes.iter().zip(&group.clones) {
+                self.emit(Occ::NoteStart(&n.path, 1), Some(clone));
+            }
+        }
+        let mut failure: Option<(usize, CadenceError)> = None;
+        let mut stop: Option<Flow> = None;
+        {
+            let mut members: FuturesUnordered<_> = notes
+                .iter()
+                .zip(group.clones.iter_mut())
+                .zip(group.attempts.iter())
+                .enumerate()
+                .map(|(j, ((n, clone), attempt))| async move {
+                    (j, self.exec_note_as(n, clone, Some(attempt)).await)
+                })
+                .collect();
+            while let Some((j, r)) = members.next().await {
+                group.finished[j] = true;
+                match r {
+                    Ok(Flow::Continue) => {}
+                    Ok(flow @ Flow::Stop { .. }) => {
+                        // PAR-6: siblings run to completion; the first stop is reported.
+                        stop.get_or_insert(flow);
+                    }
+                    Err(e) => {
+                        failure = Some((j, e));
+                        break;
+                    }
+                }
+            }
+            // PAR-5: dropping the set cancels every unfinished member before we return.
+        }
+        if let Some((j, source)) = failure {
+            group.report_cancelled();
+            return Err(CadenceError::Parallel {
+                group: self.full_path(path).into_owned(),
+                note: notes[j].name.to_string(),
+                index: j,
+                source: Box::new(source),
+            });
+        }
+        group.armed = false;
+        let results = std::mem::take(&mut group.clones);
+        let names: Vec<&str> = notes.iter().map(|n| &*n.name).collect();
+        match catch_unwind(AssertUnwindSafe(|| {
+            (ops.merge)(strategy, score, results, &names)
+        })) {
+            Ok(Ok(())) => Ok(stop.unwrap_or(Flow::Continue)),
+            Ok(Err(mut conflict)) => {
+                conflict.group = self.full_path(path).into_owned();
+                Err(CadenceError::MergeConflict(conflict))
+            }
+            Err(p) => Err(self.panicked(path, p)),
         }
     }
 
@@ -602,8 +726,19 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         n: &CompiledNote<S>,
         score: &mut S,
     ) -> Result<Flow, CadenceError> {
+        self.exec_note_as(n, score, None).await
+    }
+
+    /// One note; `member` is set for parallel members, whose first `note_start` and whose
+    /// cancellation report belong to the group (HOOK-5).
+    async fn exec_note_as(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+        member: Option<&AtomicU32>,
+    ) -> Result<Flow, CadenceError> {
         if !self.inner.note_spans {
-            return self.exec_note_inner(n, score).await;
+            return self.exec_note_inner(n, score, member).await;
         }
         let span = tracing::info_span!(
             target: "cadence",
@@ -613,7 +748,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             cadence.outcome = Empty,
         );
         let r = self
-            .exec_note_inner(n, score)
+            .exec_note_inner(n, score, member)
             .instrument(span.clone())
             .await;
         if !span.is_disabled() {
@@ -635,9 +770,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         &self,
         n: &CompiledNote<S>,
         score: &mut S,
+        member: Option<&AtomicU32>,
     ) -> Result<Flow, CadenceError> {
         let attempt = 1;
-        self.emit(Occ::NoteStart(&n.path, attempt), Some(&*score));
+        if member.is_none() {
+            self.emit(Occ::NoteStart(&n.path, attempt), Some(&*score));
+        }
         let t0 = self.observe.then(Instant::now);
         let mut guard = NoteGuard {
             rc: self,
@@ -645,7 +783,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             attempt,
             t0,
             score,
-            armed: self.observe,
+            armed: self.observe && member.is_none(),
         };
         let r = self.attempt(n, &mut *guard.score, attempt).await;
         guard.armed = false;

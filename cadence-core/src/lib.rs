@@ -43,6 +43,7 @@
 //! - [`cond`]: split conditions and route selectors.
 //! - [`handler`]: the `on_error` handler.
 //! - [`hook`]: the [`Hook`] trait and its composition.
+//! - [`score`]: [`Score`], [`Shared`] and [`MergeStrategy`] for parallel groups.
 //! - [`policy`]: per-note resilience (retry markers, circuit states).
 //! - [`describe`]: descriptions, Mermaid and DOT diagrams.
 //! - [`error`]: [`CadenceError`] and friends.
@@ -67,6 +68,7 @@ pub mod hook;
 pub mod note;
 mod options;
 pub mod policy;
+pub mod score;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
@@ -84,10 +86,11 @@ pub use hook::{
 pub use note::{Control, Note, NoteContext, Stop};
 pub use options::{RunOptions, RunReport};
 pub use policy::{circuit_breaker, retry};
+pub use score::{MergeStrategy, Score, Shared};
 pub use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "macros")]
-pub use cadence_macros::note;
+pub use cadence_macros::{Score, note};
 
 /// The workspace README's code blocks, compiled as doctests so the quick start stays true.
 #[cfg(doctest)]
