@@ -3,8 +3,9 @@
 
 use std::ffi::OsStr;
 use std::fmt;
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// An xtask failure, carrying a message meant for a human.
 #[derive(Debug)]
@@ -87,6 +88,45 @@ pub(crate) fn run(cmd: &mut Command) -> Result {
     }
 }
 
+/// Like [`run`], but pipes the command's stderr through us (still streamed, line by line)
+/// and also returns whether `needle` appeared in it, so that a caller can recognise one
+/// particular failure.
+///
+/// When our stderr is a terminal and `CARGO_TERM_COLOR` is unset, sets it to `always` so
+/// that cargo keeps its colours despite the pipe.
+pub(crate) fn run_watching_stderr(cmd: &mut Command, needle: &str) -> (Result, bool) {
+    let line = display(cmd);
+    eprintln!("$ {line}");
+    if io::stderr().is_terminal() && std::env::var_os("CARGO_TERM_COLOR").is_none() {
+        cmd.env("CARGO_TERM_COLOR", "always");
+    }
+    let mut child = match cmd.stderr(Stdio::piped()).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return (
+                Err(Error::new(format!("could not start `{line}`: {e}"))),
+                false,
+            );
+        }
+    };
+    let mut seen = false;
+    if let Some(stderr) = child.stderr.take() {
+        let mut reader = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            seen |= String::from_utf8_lossy(&buf).contains(needle);
+            let _ = io::stderr().write_all(&buf);
+            buf.clear();
+        }
+    }
+    let result = match child.wait() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(Error::new(format!("`{line}` failed ({status})"))),
+        Err(e) => Err(Error::new(format!("could not wait for `{line}`: {e}"))),
+    };
+    (result, seen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +152,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("could not start"), "{err}");
+    }
+
+    #[test]
+    fn watching_stderr_sees_the_needle() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo one >&2; echo 'error: no lib here' >&2; exit 101",
+        ]);
+        let (result, seen) = run_watching_stderr(&mut cmd, "no lib");
+        assert!(result.is_err());
+        assert!(seen);
+        let (result, seen) = run_watching_stderr(&mut Command::new("true"), "no lib");
+        assert!(result.is_ok());
+        assert!(!seen);
     }
 }
