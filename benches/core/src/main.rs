@@ -43,15 +43,20 @@ struct Args {
     list: bool,
 }
 
+/// `<workspace>/target/cadence-bench/results.jsonl`, from the `CARGO_MANIFEST_DIR` that
+/// `cargo run` sets at run time (else the one seen at compile time).
+fn default_out() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("../../target/cadence-bench/results.jsonl")
+}
+
 /// Parses the command line; `Err(None)` for `--help`, `Err(Some(msg))` for a usage error.
 fn parse_args() -> Result<Args, Option<String>> {
     let mut args = Args {
         only: None,
         quick: false,
-        out: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/cadence-bench/results.jsonl"
-        )),
+        out: default_out(),
         list: false,
     };
     let mut it = std::env::args_os().skip(1);
@@ -103,19 +108,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let prefix = args.only.as_deref();
-    if !FIGURES
-        .iter()
-        .any(|f| prefix.is_none_or(|p| f.id.starts_with(p)))
-    {
-        let ids: Vec<&str> = FIGURES.iter().map(|f| f.id).collect();
-        eprintln!(
-            "error: no figure id starts with `{}`; figures: {}",
-            prefix.unwrap_or_default(),
-            ids.join(", ")
-        );
-        return ExitCode::from(2);
-    }
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty())
         && let Err(e) = fs::create_dir_all(dir)
     {
@@ -129,6 +121,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let prefix = args.only.as_deref();
+    if !FIGURES
+        .iter()
+        .any(|f| prefix.is_none_or(|p| f.id.starts_with(p)))
+    {
+        let ids: Vec<&str> = FIGURES.iter().map(|f| f.id).collect();
+        eprintln!(
+            "error: no figure id starts with `{}`; figures: {}",
+            prefix.unwrap_or_default(),
+            ids.join(", ")
+        );
+        return ExitCode::from(2);
+    }
     let config = Config { quick: args.quick };
     println!(
         "cadence-bench-core: {} run{}, writing {}",
