@@ -379,6 +379,28 @@ impl<S: Send + 'static> CadenceBuilder<S> {
                 }
             }
         }
+        let mut breakers = Vec::new();
+        for m in &self.measures {
+            for n in spec_notes(&m.body) {
+                collect_breakers(n, &mut breakers);
+            }
+        }
+        for (i, (name, b)) in breakers.iter().enumerate() {
+            if breakers[..i]
+                .iter()
+                .any(|(n2, b2)| n2 == name && !b2.ptr_eq(b))
+                && !breakers[..i]
+                    .iter()
+                    .any(|(n2, b2)| n2 == name && b2.ptr_eq(b))
+            {
+                v.warnings.push(Problem::new(
+                    "",
+                    format!(
+                        "two distinct circuit breakers are both named '{name}'; they do not share state — clone one breaker to share it"
+                    ),
+                ));
+            }
+        }
         if self.on_error.len() > 1 {
             v.errors.push(Problem::new(
                 "",
@@ -450,6 +472,61 @@ fn note_name<S>(n: &Note<S>, index: usize) -> Cow<'static, str> {
     }
 }
 
+fn check_policies<S>(v: &mut Validation, path: &str, n: &Note<S>) {
+    let p = n.resolved_policies();
+    p.check(path, &mut v.errors, &mut v.warnings);
+    if let Some(crate::fallback::Fallback {
+        kind: crate::fallback::FallbackKind::Note(fb),
+        ..
+    }) = &p.fallback
+    {
+        let fb_path = format!("{path}/fallback");
+        if fb.resolved_policies().fallback.is_some() {
+            v.errors.push(Problem::new(
+                &fb_path,
+                "a fallback note cannot have a fallback of its own; put the second alternative inside the first",
+            ));
+        }
+        check_policies(v, &fb_path, fb);
+    }
+}
+
+/// DSL-5: two distinct breakers sharing one name in a cadence.
+fn collect_breakers<S>(
+    n: &Note<S>,
+    out: &mut Vec<(String, crate::circuit_breaker::CircuitBreaker)>,
+) {
+    let p = n.resolved_policies();
+    if let Some(b) = &p.breaker {
+        out.push((b.name().to_owned(), b.clone()));
+    }
+    if let Some(crate::fallback::Fallback {
+        kind: crate::fallback::FallbackKind::Note(fb),
+        ..
+    }) = &p.fallback
+    {
+        collect_breakers(fb, out);
+    }
+}
+
+fn spec_notes<S>(body: &SpecBody<S>) -> Vec<&Note<S>> {
+    match body {
+        SpecBody::Note(n) => vec![n],
+        SpecBody::Sequence(ns) | SpecBody::Sync { notes: ns, .. } => ns.iter().collect(),
+        SpecBody::Split {
+            if_true, if_false, ..
+        } => if_true.iter().chain(if_false).collect(),
+        SpecBody::Route {
+            routes, default, ..
+        } => routes
+            .iter()
+            .flat_map(|(_, ns)| ns.iter())
+            .chain(default.iter().flatten())
+            .collect(),
+        SpecBody::Child(_) => Vec::new(),
+    }
+}
+
 fn check_notes<S>(v: &mut Validation, base: &str, notes: &[Note<S>], in_group: bool) {
     let mut seen = HashSet::new();
     for (i, n) in notes.iter().enumerate() {
@@ -459,6 +536,7 @@ fn check_notes<S>(v: &mut Validation, base: &str, notes: &[Note<S>], in_group: b
         } else {
             base.to_owned()
         };
+        check_policies(v, &path, n);
         if in_group {
             check_name(v, &path, "note", &name);
             if !seen.insert(name.clone()) {

@@ -24,16 +24,30 @@ pub(crate) struct CompiledNote<S> {
     pub(crate) path: Arc<str>,
     pub(crate) body: Body<S>,
     pub(crate) policies: Policies<S>,
+    /// The alternative note of a `Fallback::note`, compiled at `<path>/fallback`.
+    pub(crate) fallback_note: Option<Box<CompiledNote<S>>>,
 }
 
 impl<S> CompiledNote<S> {
     pub(crate) fn new(name: Arc<str>, path: Arc<str>, note: Note<S>) -> Self {
         let policies = note.resolved_policies();
+        let fallback_note = match policies.fallback.as_ref().map(|f| &f.kind) {
+            Some(crate::fallback::FallbackKind::Note(n)) => {
+                let fb_path: Arc<str> = Arc::from(format!("{path}/fallback"));
+                Some(Box::new(CompiledNote::new(
+                    Arc::from("fallback"),
+                    fb_path,
+                    (**n).clone(),
+                )))
+            }
+            _ => None,
+        };
         CompiledNote {
             name,
             path,
             body: note.body,
             policies,
+            fallback_note,
         }
     }
 }

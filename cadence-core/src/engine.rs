@@ -23,13 +23,15 @@ use tracing::field::Empty;
 
 use crate::cadence::{CompiledNote, GroupOps, Inner, Measure, MeasureBody};
 use crate::cond::{CondFn, Condition, SelFn, Selector};
+use crate::error::TimeoutScope;
 use crate::error::{BoxError, CadenceError, ErrorKind, panic_message};
+use crate::fallback::{Fallback, FallbackKind};
 use crate::handler::{Handler, HandlerFn, OnError};
 use crate::hook::{
     Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason, isolate,
 };
 use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteResult, normalise};
-use crate::policy::circuit_breaker::CircuitState;
+use crate::policy::circuit_breaker::{Admission, CircuitBreaker, CircuitState};
 use crate::score::MergeStrategy;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -72,13 +74,9 @@ pub(crate) enum Occ<'a> {
     MeasureEnd(&'a str, Duration, &'a MeasureOutcome<'a>),
     NoteStart(&'a str, u32),
     NoteEnd(&'a str, u32, Duration, &'a NoteOutcome<'a>),
-    #[allow(dead_code)]
     Retry(&'a str, u32, Duration, &'a CadenceError),
-    #[allow(dead_code)]
     Timeout(&'a str, u32, Duration),
-    #[allow(dead_code)]
     Fallback(&'a str, &'a CadenceError),
-    #[allow(dead_code)]
     Circuit(&'a str, CircuitState, CircuitState),
     #[allow(dead_code)]
     CheckpointLoaded(usize, bool),
@@ -772,30 +770,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         score: &mut S,
         member: Option<&AtomicU32>,
     ) -> Result<Flow, CadenceError> {
-        let attempt = 1;
-        if member.is_none() {
-            self.emit(Occ::NoteStart(&n.path, attempt), Some(&*score));
-        }
-        let t0 = self.observe.then(Instant::now);
-        let mut guard = NoteGuard {
-            rc: self,
-            path: &n.path,
-            attempt,
-            t0,
-            score,
-            armed: self.observe && member.is_none(),
+        let r = self.run_policies(n, score, member).await;
+        let r = match (r, &n.policies.fallback) {
+            (Err(e), Some(fb)) if fb.applies(&e) => self.run_fallback(n, fb, e, score).await,
+            (r, _) => r,
         };
-        let r = self.attempt(n, &mut *guard.score, attempt).await;
-        guard.armed = false;
-        let outcome = match &r {
-            Ok(Control::Continue) => NoteOutcome::Succeeded,
-            Ok(Control::Stop(_)) => NoteOutcome::Stopped,
-            Err(e) => NoteOutcome::Failed(e),
-        };
-        self.emit(
-            Occ::NoteEnd(&n.path, attempt, elapsed(t0), &outcome),
-            Some(&*guard.score),
-        );
         match r {
             Ok(Control::Continue) => Ok(Flow::Continue),
             Ok(Control::Stop(reason)) => Ok(Flow::Stop {
@@ -806,12 +785,273 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         }
     }
 
+    /// FB-1…4: reports the failure, then writes fields or runs the alternative note.
+    async fn run_fallback(
+        &self,
+        n: &CompiledNote<S>,
+        fb: &Fallback<S>,
+        error: CadenceError,
+        score: &mut S,
+    ) -> Result<Control, CadenceError> {
+        self.emit(Occ::Fallback(&n.path, &error), None);
+        match (&fb.kind, &n.fallback_note) {
+            (FallbackKind::Set(f), _) => {
+                match catch_unwind(AssertUnwindSafe(|| f(score, &error))) {
+                    Ok(Ok(())) => Ok(Control::Continue),
+                    Ok(Err(source)) => Err(CadenceError::Note {
+                        path: self.full_path(&n.path).into_owned(),
+                        source,
+                    }),
+                    Err(p) => Err(self.panicked(&n.path, p)),
+                }
+            }
+            (FallbackKind::Note(_), Some(alt)) => {
+                // The alternative note runs with its own retry, deadline, breaker and timeout;
+                // a fallback of a fallback is refused at build() (no unbounded chains).
+                let span = tracing::info_span!(
+                    target: "cadence",
+                    "cadence.note",
+                    cadence.note.path = &*alt.path,
+                    cadence.note.attempts = Empty,
+                    cadence.outcome = Empty,
+                );
+                self.run_policies(alt, score, None).instrument(span).await
+            }
+            (FallbackKind::Note(_), None) => Err(error),
+        }
+    }
+
+    /// Retry, deadline, circuit breaker and timeout around the attempts (RES-1), reporting each
+    /// attempt in the order of HOOK-5.
+    async fn run_policies(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+        member: Option<&AtomicU32>,
+    ) -> Result<Control, CadenceError> {
+        let p = &n.policies;
+        let on_clone = p.timeout.is_some() || p.deadline.is_some();
+        let deadline = p.deadline.map(|d| (Instant::now() + d, d));
+        if let Some(budget) = p.retry.as_ref().and_then(|r| r.budget.as_ref()) {
+            budget.deposit();
+        }
+        let mut guard = NoteGuard {
+            rc: self,
+            path: &n.path,
+            attempt: 1,
+            t0: None,
+            score,
+            armed: false,
+        };
+        let mut previous_delay = None;
+        let mut last_error: Option<CadenceError> = None;
+        loop {
+            let attempt = guard.attempt;
+            if attempt > 1 {
+                let span = tracing::Span::current();
+                if !span.is_disabled() {
+                    span.record("cadence.note.attempts", attempt);
+                }
+            }
+            if member.is_none() || attempt > 1 {
+                self.emit(Occ::NoteStart(&n.path, attempt), Some(&*guard.score));
+            }
+            if let Some(cell) = member {
+                cell.store(attempt, Ordering::Relaxed);
+            }
+            let t0 = self.observe.then(Instant::now);
+            guard.t0 = t0;
+            guard.armed = self.observe && member.is_none();
+
+            // Circuit breaker admission (CB-3, CB-5).
+            let mut permit = None;
+            let mut rejected = None;
+            if let Some(b) = &p.breaker {
+                match b.acquire() {
+                    Admission::Admitted(pm, transition) => {
+                        self.report_transition(b, transition);
+                        permit = Some(pm);
+                    }
+                    Admission::Rejected {
+                        retry_after,
+                        transition,
+                    } => {
+                        self.report_transition(b, transition);
+                        rejected = Some(CadenceError::CircuitOpen {
+                            path: self.full_path(&n.path).into_owned(),
+                            circuit: b.name().to_owned(),
+                            retry_after,
+                        });
+                    }
+                }
+            }
+
+            // The attempt, bounded by its timeout and the deadline (TMO-1, RET-7).
+            let mut timed_out = None;
+            let mut deadline_hit = false;
+            let r = match rejected {
+                Some(e) => Err(e),
+                None => {
+                    let att = self.attempt(n, &mut *guard.score, attempt, on_clone);
+                    let attempt_end = p.timeout.as_ref().map(|t| Instant::now() + t.after);
+                    let bound = match (attempt_end, deadline) {
+                        (None, None) => None,
+                        (Some(a), None) => Some((a, false)),
+                        (None, Some((d, _))) => Some((d, true)),
+                        (Some(a), Some((d, _))) => {
+                            Some(if d <= a { (d, true) } else { (a, false) })
+                        }
+                    };
+                    match bound {
+                        None => att.await,
+                        Some((at, is_deadline)) => match tokio::time::timeout_at(at, att).await {
+                            Ok(r) => r,
+                            Err(_) if is_deadline => {
+                                deadline_hit = true;
+                                Err(self.deadline_error(n, deadline, last_error.take()))
+                            }
+                            Err(_) => {
+                                let t = p.timeout.as_ref().map(|t| (t.after, t.message.clone()));
+                                let (after, message) = t.unwrap_or_default();
+                                timed_out = Some(after);
+                                Err(CadenceError::Timeout {
+                                    path: self.full_path(&n.path).into_owned(),
+                                    after,
+                                    scope: TimeoutScope::Attempt,
+                                    message,
+                                    last: None,
+                                })
+                            }
+                        },
+                    }
+                }
+            };
+            guard.armed = false;
+
+            // Breaker accounting (CB-4): stops are successes, cancellation is not counted.
+            if let (Some(pm), Some(b)) = (permit, &p.breaker) {
+                let result = b.classify(r.as_ref().map(|_| ()));
+                let transition = pm.record(result);
+                self.report_transition(b, transition);
+            }
+            if let Some(after) = timed_out {
+                self.emit(Occ::Timeout(&n.path, attempt, after), None);
+            }
+
+            let error = match r {
+                Ok(control) => {
+                    let outcome = if control.is_stop() {
+                        NoteOutcome::Stopped
+                    } else {
+                        NoteOutcome::Succeeded
+                    };
+                    self.emit(
+                        Occ::NoteEnd(&n.path, attempt, elapsed(t0), &outcome),
+                        Some(&*guard.score),
+                    );
+                    return Ok(control);
+                }
+                Err(e) => e,
+            };
+
+            // Retry decision (RET-1, RET-2, RET-7, RET-8).
+            let retry = p.retry.as_ref();
+            let retryable = !deadline_hit && retry.is_some_and(|r| r.is_retryable(&error));
+            let final_error = match retry {
+                Some(r) if retryable && attempt < r.max_attempts => {
+                    if r.budget.as_ref().is_some_and(|b| !b.try_withdraw()) {
+                        tracing::warn!(
+                            target: "cadence",
+                            path = %self.full_path(&n.path),
+                            "retry budget exhausted; not retrying"
+                        );
+                        Some(self.exhausted(n, attempt, error))
+                    } else {
+                        let delay = r.next_delay(
+                            attempt,
+                            previous_delay,
+                            crate::retry::retry_after_hint(&error),
+                        );
+                        match deadline {
+                            Some((at, _)) if Instant::now() + delay >= at => {
+                                Some(self.deadline_error(n, deadline, Some(error)))
+                            }
+                            _ => {
+                                self.emit(
+                                    Occ::NoteEnd(
+                                        &n.path,
+                                        attempt,
+                                        elapsed(t0),
+                                        &NoteOutcome::WillRetry(&error),
+                                    ),
+                                    Some(&*guard.score),
+                                );
+                                self.emit(Occ::Retry(&n.path, attempt, delay, &error), None);
+                                tracing::info!(
+                                    name: "cadence.retry",
+                                    target: "cadence",
+                                    attempt,
+                                    delay_ms = delay.as_millis() as u64,
+                                    "cadence.retry"
+                                );
+                                previous_delay = Some(delay);
+                                last_error = Some(error);
+                                tokio::time::sleep(delay).await;
+                                guard.attempt = attempt + 1;
+                                None
+                            }
+                        }
+                    }
+                }
+                Some(_) if retryable => Some(self.exhausted(n, attempt, error)),
+                _ => Some(error),
+            };
+            if let Some(e) = final_error {
+                self.emit(
+                    Occ::NoteEnd(&n.path, attempt, elapsed(t0), &NoteOutcome::Failed(&e)),
+                    Some(&*guard.score),
+                );
+                return Err(e);
+            }
+        }
+    }
+
+    fn exhausted(&self, n: &CompiledNote<S>, attempts: u32, last: CadenceError) -> CadenceError {
+        CadenceError::RetryExhausted {
+            path: self.full_path(&n.path).into_owned(),
+            attempts,
+            last: Box::new(last),
+        }
+    }
+
+    fn deadline_error(
+        &self,
+        n: &CompiledNote<S>,
+        deadline: Option<(Instant, Duration)>,
+        last: Option<CadenceError>,
+    ) -> CadenceError {
+        CadenceError::Timeout {
+            path: self.full_path(&n.path).into_owned(),
+            after: deadline.map(|d| d.1).unwrap_or_default(),
+            scope: TimeoutScope::Deadline,
+            message: None,
+            last: last.map(Box::new),
+        }
+    }
+
+    fn report_transition(&self, b: &CircuitBreaker, t: Option<(CircuitState, CircuitState)>) {
+        if let Some((from, to)) = t {
+            self.emit(Occ::Circuit(b.name(), from, to), None);
+        }
+    }
+
     /// One attempt of a note's body: panics caught, errors typed, stops recognised.
     pub(crate) async fn attempt(
         &self,
         n: &CompiledNote<S>,
         score: &mut S,
         attempt: u32,
+        on_clone: bool,
     ) -> Result<Control, CadenceError> {
         let r = match &n.body {
             Body::AsyncFn(f) => {
@@ -840,7 +1080,14 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 cx.finish();
                 r
             }
-            Body::Blocking { imp, take } => self.run_blocking(n, imp, *take, score, attempt).await,
+            Body::Blocking { imp, take, clone } => {
+                let mover = if on_clone {
+                    Mover::Clone(*clone)
+                } else {
+                    Mover::Take(*take)
+                };
+                self.run_blocking(n, imp, mover, score, attempt).await
+            }
         };
         match r {
             Ok(result) => match normalise(result) {
@@ -876,7 +1123,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         &self,
         n: &CompiledNote<S>,
         imp: &BlockingImpl<S>,
-        take: fn(&mut S) -> S,
+        mover: Mover<S>,
         score: &mut S,
         attempt: u32,
     ) -> Result<NoteResult, Panic> {
@@ -895,7 +1142,10 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             token: token.clone(),
         };
         let imp = imp.clone();
-        let mut moved = take(score);
+        let mut moved = match mover {
+            Mover::Take(take) => take(score),
+            Mover::Clone(clone) => clone(score),
+        };
         let span = tracing::Span::current();
         let handle = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
@@ -915,6 +1165,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             Err(e) => Err(Box::new(format!("the blocking task could not finish: {e}"))),
         }
     }
+}
+
+/// How a blocking attempt gets its score: moved (the live score travels and comes back), or
+/// cloned (with a timeout or deadline: adopted only if the attempt finishes in time, NOTE-6).
+enum Mover<S> {
+    Take(fn(&mut S) -> S),
+    Clone(fn(&S) -> S),
 }
 
 /// The context data a blocking attempt owns on its thread.

@@ -85,7 +85,7 @@ pub use hook::{
 };
 pub use note::{Control, Note, NoteContext, Stop};
 pub use options::{RunOptions, RunReport};
-pub use policy::{circuit_breaker, retry};
+pub use policy::{circuit_breaker, fallback, retry, timeout};
 pub use score::{MergeStrategy, Score, Shared};
 pub use tokio_util::sync::CancellationToken;
 

@@ -313,6 +313,7 @@ pub(crate) enum Body<S> {
     Blocking {
         imp: BlockingImpl<S>,
         take: fn(&mut S) -> S,
+        clone: fn(&S) -> S,
     },
 }
 
@@ -321,9 +322,10 @@ impl<S> Clone for Body<S> {
         match self {
             Body::AsyncFn(f) => Body::AsyncFn(*f),
             Body::Async(b) => Body::Async(b.clone()),
-            Body::Blocking { imp, take } => Body::Blocking {
+            Body::Blocking { imp, take, clone } => Body::Blocking {
                 imp: imp.clone(),
                 take: *take,
+                clone: *clone,
             },
         }
     }
@@ -390,13 +392,14 @@ impl<S> Note<S> {
         config: Option<fn() -> crate::policy::Policies<S>>,
     ) -> Self
     where
-        S: Default,
+        S: Default + Clone,
     {
         Note {
             name: Some(Cow::Borrowed(name)),
             body: Body::Blocking {
                 imp: BlockingImpl::Ptr(body),
                 take: std::mem::take::<S>,
+                clone: S::clone,
             },
             macro_config: config,
             policies: crate::policy::Policies::NONE,
@@ -421,6 +424,49 @@ impl<S> Note<S> {
     #[must_use]
     pub fn named(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Retries failed attempts (RET-1…10). Setting it again replaces it (NOTE-8).
+    ///
+    /// ```
+    /// use cadence_core::{BoxError, note, retry::Retry};
+    /// let n = note::from_fn(|x: &mut u8| Box::pin(async move { *x += 1; Ok::<_, BoxError>(()) }))
+    ///     .with_retry(Retry::new(3));
+    /// # let _ = n;
+    /// ```
+    #[must_use]
+    pub fn with_retry(mut self, retry: crate::retry::Retry) -> Self {
+        self.policies.retry = Some(retry);
+        self
+    }
+
+    /// Bounds each attempt (TMO-1): a `Duration` or a [`Timeout`](crate::timeout::Timeout)
+    /// with a message.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: impl Into<crate::timeout::Timeout>) -> Self {
+        self.policies.timeout = Some(timeout.into());
+        self
+    }
+
+    /// Bounds all attempts and waits of one execution (RET-7).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.policies.deadline = Some(deadline);
+        self
+    }
+
+    /// What to do when everything below failed (FB-1…4).
+    #[must_use]
+    pub fn with_fallback(mut self, fallback: crate::fallback::Fallback<S>) -> Self {
+        self.policies.fallback = Some(fallback);
+        self
+    }
+
+    /// Guards the note with a (shared) circuit breaker (CB-1…8).
+    #[must_use]
+    pub fn with_circuit_breaker(mut self, breaker: crate::circuit_breaker::CircuitBreaker) -> Self {
+        self.policies.breaker = Some(breaker);
         self
     }
 
@@ -547,17 +593,19 @@ where
 ///
 /// The engine moves the score to the blocking thread and back, also after a panic; `S: Default`
 /// provides the placeholder left behind meanwhile (nothing can observe it: the run waits for the
-/// note). If the run is dropped or cancelled meanwhile, the attempt's token fires and the call
-/// runs on detached; its result is discarded.
+/// note). With a timeout or deadline the attempt runs on a clone (`S: Clone`), adopted only if
+/// it finishes in time; an abandoned attempt runs on detached with its token fired, and its
+/// result is discarded.
 pub fn blocking<S, F, R>(f: F) -> Note<S>
 where
-    S: Default + 'static,
+    S: Default + Clone + 'static,
     F: Fn(&mut S) -> R + Send + Sync + 'static,
     R: IntoNoteResult,
 {
     Note::from_body(Body::Blocking {
         imp: BlockingImpl::Dyn(Arc::new(BlockingFnBody(f))),
         take: std::mem::take::<S>,
+        clone: S::clone,
     })
 }
 
@@ -578,12 +626,13 @@ where
 /// `cx.cancellation().is_cancelled()` in long loops to stop early when abandoned.
 pub fn blocking_with_context<S, F, R>(f: F) -> Note<S>
 where
-    S: Default + 'static,
+    S: Default + Clone + 'static,
     F: Fn(&mut S, &NoteContext<'_>) -> R + Send + Sync + 'static,
     R: IntoNoteResult,
 {
     Note::from_body(Body::Blocking {
         imp: BlockingImpl::Dyn(Arc::new(BlockingCtxFnBody(f))),
         take: std::mem::take::<S>,
+        clone: S::clone,
     })
 }
