@@ -43,7 +43,7 @@ mod note;
 ///     Ok(())
 /// }
 ///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// // `fetch` and `total` are both `Note<Order>` values.
 /// let checkout = Cadence::new("checkout").sequence("price", [fetch, total]).build()?;
 /// assert_eq!(checkout.run(Order::default()).await?.total, 50);
@@ -60,7 +60,8 @@ mod note;
 ///
 /// - `async fn`: an async note. Its future must be `Send`; if it is not, the error points at
 ///   your function.
-/// - plain `fn`: a blocking note, run on tokio's blocking pool (NOTE-6); needs `S: Default`.
+/// - plain `fn`: a blocking note, run on tokio's blocking pool (NOTE-6); needs
+///   `S: Default + Clone` (the score moves to the blocking thread; timeouts run on a clone).
 ///
 /// The generated `const` keeps the function's visibility, doc comments, `cfg` and lint
 /// attributes; any other attribute (such as `#[tracing::instrument]`) stays on the function.

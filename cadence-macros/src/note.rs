@@ -40,8 +40,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             errors.push(syn::Error::new(
                 Span::call_site(),
                 format!(
-                    "#[note] applies to functions: `async fn name{SHAPES} -> Result<…>`, or a \
-                     plain `fn` for a blocking note"
+                    "#[note] applies to functions: an `async fn` (or a plain `fn` for a \
+                     blocking note) taking {SHAPES}"
                 ),
             ));
             // Keep the item so that nothing else breaks because of it.
@@ -58,6 +58,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Some(shape) => {
             let note = generate(func, shape, &options);
             quote! { #errors #note }
+        }
+        // The function is still compiled, out of the way, so that its body's own errors show up
+        // now and its imports do not look unused. A `self` receiver cannot compile outside an
+        // impl, so that one is dropped.
+        None if !matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_))) => {
+            let ItemFn { sig, block, .. } = func;
+            quote! {
+                #errors
+                const _: () = {
+                    #[allow(dead_code, unused)]
+                    #sig #block
+                };
+            }
         }
         None => errors,
     }
@@ -546,7 +559,7 @@ fn generate(func: ItemFn, shape: Shape, options: &Options) -> TokenStream {
                 #into_result(#ident(#call_args))
             }
         };
-        // `S: Default` (NOTE-6) is a bound of this constructor: point its error at the score.
+        // `S: Default + Clone` (NOTE-6) bounds this constructor: point its errors at the score.
         let span = score.span();
         let krate_at = respan(krate.clone(), span);
         (
