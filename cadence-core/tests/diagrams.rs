@@ -352,6 +352,14 @@ fn dot_escaping() {
     assert!(d.contains("m0 [label=\"back\\\\slash \\\"q\\\" é\""), "{d}");
     assert!(d.contains("m1 [label=\"s\\ntwo\\nlines\""), "{d}");
     assert!(!d.contains("two\nlines"), "{d}");
+
+    // Edge labels are escaped too.
+    let c = Cadence::<Log>::new("edges")
+        .route("r", |_: &Log| "k", [("say \"k\"\\", [push("k")])])
+        .build()
+        .unwrap();
+    let d = c.to_dot();
+    assert!(d.contains("[label=\"say \\\"k\\\"\\\\\"];"), "{d}");
 }
 
 #[test]

@@ -926,3 +926,46 @@ async fn call_order_stop() {
         ]
     );
 }
+
+#[test]
+fn trace_context_comes_from_the_first_hook_that_has_one() {
+    // HOOK-1, HOOK-3: `trace_context()`: the first hook (left to right) returning one wins.
+    use cadence_core::TraceContext;
+    let tc = |s: &str| TraceContext::new(format!("00-{s}-01"));
+    let none = RecordingHook::new();
+    let first = RecordingHook::new().with_trace_context(tc("first"));
+    let second = RecordingHook::new().with_trace_context(tc("second"));
+    let tuple = (none.clone(), first.clone(), second.clone());
+    assert_eq!(Hook::<Log>::trace_context(&tuple), Some(tc("first")));
+    let v = vec![none.clone(), second.clone(), first.clone()];
+    assert_eq!(Hook::<Log>::trace_context(&v), Some(tc("second")));
+    assert_eq!(Hook::<Log>::trace_context(&None::<RecordingHook>), None);
+    assert_eq!(Hook::<Log>::trace_context(&(none.clone(), Nop)), None);
+    let boxed: Box<dyn Hook<Log>> = Box::new((Nop, Arc::new(first)));
+    assert_eq!(boxed.trace_context(), Some(tc("first")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn panicking_hooks_while_a_dropped_run_reports_cancellation() {
+    // HOOK-4, RUN-5: the Cancelled ends reported from a dropped run future are isolated too.
+    let rec = RecordingHook::new();
+    let c = Cadence::<Log>::new("drop")
+        .then("slow", sleeps("slow", 100))
+        .with_hooks((Panicker::new(ALL), rec.clone()))
+        .build()
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_millis(10), c.run(vec![])).await;
+    assert!(r.is_err());
+    assert_eq!(
+        rec.lines(),
+        [
+            "cadence_start",
+            "measure_start slow",
+            "note_start slow#1",
+            "note_end slow#1 Cancelled",
+            "measure_end slow Cancelled",
+            "cadence_end Cancelled",
+        ]
+    );
+    assert_eq!(c.hook_panics(), 6);
+}

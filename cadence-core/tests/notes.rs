@@ -97,7 +97,8 @@ async fn note_errors_of_any_type_become_note_errors() {
 #[tokio::test]
 async fn note_names_explicit_or_index() {
     // NOTE-2: explicit name (`note::named`, `Note::named`), otherwise the 0-based index in its
-    // group/branch; the path of a `.then` note is the measure name.
+    // group/branch; the path of a `.then` note is the measure name. GEN-2: paths `<measure>`,
+    // `<measure>/<note>`, `<measure>/true/<note>`, `<measure>/*/<note>`.
     let rec = RecordingHook::new();
     let n: Note<Log> = push("x");
     assert_eq!(n.name(), None);
@@ -246,7 +247,7 @@ async fn note_context_at_top_level() {
 
 #[tokio::test]
 async fn note_context_inside_children() {
-    // NOTE-3, CHILD-2: inside a child, run id `<parent>/<measure>`, parent run id, the child's
+    // NOTE-3, CHILD-2, GEN-2: inside a child, run id `<parent>/<measure>`, parent run id, the child's
     // cadence name and relative path; full path and idempotency key use the root run id and
     // the full path (`pay/charge`).
     let grandchild = Cadence::<Vec<Seen>>::new("card")
@@ -485,7 +486,7 @@ fn stop_value_api() {
 
 // ---------------------------------------------------------------- NOTE-6
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 struct Threads {
     ids: Vec<(String, ThreadId)>,
     n: u32,
@@ -698,4 +699,43 @@ async fn panic_after_an_await_is_caught() {
     assert!(
         matches!(r.error, Some(CadenceError::Panicked { ref path, ref message }) if path == "late" && message == "late panic")
     );
+}
+
+#[tokio::test]
+async fn token_of_a_finished_attempt_does_not_fire() {
+    // NOTE-3: the token fires when the attempt is *abandoned*; one that finished (succeeded,
+    // failed or stopped) is not cancelled, also after the run ended.
+    let tokens = Arc::new(Mutex::new(Vec::<CancellationToken>::new()));
+    let grab = |outcome: u8| {
+        let t = tokens.clone();
+        note::from_fn_with_context(move |_: &mut Log, cx| {
+            t.lock().unwrap().push(cx.cancellation().clone());
+            Box::pin(async move {
+                match outcome {
+                    0 => Ok(Control::Continue),
+                    1 => Err::<Control, BoxError>("failed".into()),
+                    _ => Ok(Control::stop()),
+                }
+            })
+        })
+    };
+    let ok = Cadence::<Log>::new("t")
+        .then("a", grab(0))
+        .then("b", grab(0))
+        .build()
+        .unwrap();
+    ok.run_with(
+        vec![],
+        RunOptions::default().with_cancellation(CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    ok.run(vec![]).await.unwrap();
+    let failed = Cadence::<Log>::new("t").then("a", grab(1)).build().unwrap();
+    failed.run(vec![]).await.unwrap_err();
+    let stopped = Cadence::<Log>::new("t").then("a", grab(2)).build().unwrap();
+    stopped.run(vec![]).await.unwrap();
+    let tokens = tokens.lock().unwrap();
+    assert_eq!(tokens.len(), 6);
+    assert!(tokens.iter().all(|t| !t.is_cancelled()));
 }
