@@ -408,7 +408,7 @@ impl<S> Hook<S> for SpanHook {
 #[tokio::test]
 async fn hooks_run_inside_the_run_and_note_spans() {
     // HOOK-2: run-level hooks inside the run's span, note-level hooks inside the note's span.
-    use tracing_subscriber::util::SubscriberInitExt;
+    install_capturing_subscriber();
     let h = SpanHook::default();
     let c = Cadence::<Log>::new("spans")
         .then("a", push("a"))
@@ -416,13 +416,6 @@ async fn hooks_run_inside_the_run_and_note_spans() {
         .with_hooks(h.clone())
         .build()
         .unwrap();
-    // Register the engine's callsites first, then install a subscriber for this thread and
-    // rebuild the interest cache, so that tests running in parallel without a subscriber
-    // cannot leave a stale "never" interest behind.
-    c.run(vec![]).await.unwrap();
-    let _guard = tracing_subscriber::registry().set_default();
-    tracing::callsite::rebuild_interest_cache();
-    h.0.0.lock().unwrap().clear();
     c.run(vec![]).await.unwrap();
     assert_eq!(
         h.0.get(),
@@ -674,13 +667,16 @@ async fn hook_panics_in_child_runs_are_caught() {
     );
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
-impl Write for Buf {
+/// A `tracing` writer into the emitting thread's buffer (each test reads its own output).
+struct ThreadBuf;
+
+impl Write for ThreadBuf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        CAPTURED.with(|c| c.borrow_mut().extend_from_slice(b));
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -688,29 +684,34 @@ impl Write for Buf {
     }
 }
 
+/// Installs one global fmt subscriber for this test binary. A global one (rather than
+/// per-test `set_default`) keeps tracing's process-wide interest cache consistent while
+/// tests run in parallel threads.
+fn install_capturing_subscriber() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(|| ThreadBuf)
+            .finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+    });
+    tracing::callsite::rebuild_interest_cache();
+    CAPTURED.with(|c| c.borrow_mut().clear());
+}
+
 #[tokio::test]
 async fn hook_panics_are_logged_at_error_level_with_the_method() {
     // HOOK-4: logged at error level with the method name.
-    use tracing_subscriber::util::SubscriberInitExt;
+    install_capturing_subscriber();
     let c = Cadence::<Log>::new("logged")
         .then("a", push("a"))
         .with_hooks(Panicker::new(&["on_note_end"]))
         .build()
         .unwrap();
-    // Register the callsite first, then subscribe and rebuild the interest cache (see
-    // hooks_run_inside_the_run_and_note_spans).
     c.run(vec![]).await.unwrap();
-    let buf = Buf::default();
-    let w = buf.clone();
-    let _guard = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || w.clone())
-        .finish()
-        .set_default();
-    tracing::callsite::rebuild_interest_cache();
-    c.run(vec![]).await.unwrap();
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = CAPTURED.with(|c| String::from_utf8(c.borrow().clone()).unwrap());
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("on_note_end"), "{}", lines[0]);
