@@ -1,6 +1,8 @@
 //! [`Cadence`]: a built, immutable, shareable workflow definition, and how to run it.
 
 use std::future::Future;
+
+use futures_util::FutureExt as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use crate::error::{CadenceError, MergeConflict, Problem, panic_message};
 use crate::handler::{Handler, OnError};
 use crate::hook::{Hook, MeasureKind, Outcome};
 use crate::note::{Body, Note};
-use crate::options::{RunOptions, RunReport, check_run_id, generate_run_id};
+use crate::options::{RunId, RunInfo, RunOptions, RunReport, check_run_id};
 use crate::policy::Policies;
 use crate::score::{MergeStrategy, Score};
 
@@ -26,6 +28,8 @@ pub(crate) struct CompiledNote<S> {
     pub(crate) policies: Policies<S>,
     /// The alternative note of a `Fallback::note`, compiled at `<path>/fallback`.
     pub(crate) fallback_note: Option<Box<CompiledNote<S>>>,
+    /// No policies and an async body: the engine's fast path.
+    pub(crate) fast: bool,
 }
 
 impl<S> CompiledNote<S> {
@@ -45,6 +49,7 @@ impl<S> CompiledNote<S> {
         CompiledNote {
             name,
             path,
+            fast: policies.is_empty() && !note.body.is_blocking(),
             body: note.body,
             policies,
             fallback_note,
@@ -197,40 +202,82 @@ impl<S: Send + 'static> Cadence<S> {
     }
 
     /// Runs the cadence on `score` with default options (RUN-1).
-    pub async fn run(&self, score: S) -> Result<S, CadenceError> {
-        self.run_with(score, RunOptions::default()).await
+    pub fn run(&self, score: S) -> impl Future<Output = Result<S, CadenceError>> + Send + '_ {
+        self.run_with(score, RunOptions::default())
     }
 
     /// Runs the cadence on `score` with `options` (RUN-1).
-    pub async fn run_with(&self, score: S, options: RunOptions) -> Result<S, CadenceError> {
-        self.run_with_report(score, options).await.into_result()
+    pub fn run_with(
+        &self,
+        score: S,
+        options: RunOptions,
+    ) -> impl Future<Output = Result<S, CadenceError>> + Send + '_ {
+        // A combinator, not an async block: awaiting a captured future would store it twice.
+        // No report either: a run id nobody read is never generated.
+        self.start(score, options).map(|(score, _, end)| match end {
+            End::Succeeded | End::Partial(_) | End::Stopped { .. } => Ok(score),
+            End::Failed { error, .. } => Err(error),
+            End::Cancelled => Err(CadenceError::Cancelled),
+        })
     }
 
     /// Runs the cadence and reports everything about how it ended (RUN-1, RUN-4).
-    pub async fn run_with_report(&self, mut score: S, options: RunOptions) -> RunReport<S> {
-        let run_id = match options.run_id {
-            Some(id) => match check_run_id(&id) {
-                Ok(()) => id,
-                Err(e) => return report(score, id, End::failed(e)),
-            },
-            None => generate_run_id(),
+    ///
+    /// The future is `Send` and borrows the cadence; clone the cadence (cheap) to move a run
+    /// into `tokio::spawn`.
+    pub fn run_with_report(
+        &self,
+        score: S,
+        options: RunOptions,
+    ) -> impl Future<Output = RunReport<S>> + Send + '_ {
+        self.start(score, options)
+            .map(|(score, run_id, end)| report(score, run_id.into_string(), end))
+    }
+
+    /// One run, from the options a caller gave to how it ended.
+    fn start(
+        &self,
+        mut score: S,
+        options: RunOptions,
+    ) -> impl Future<Output = (S, RunId, End)> + Send + '_ {
+        // Only what the run needs is kept in its future (the hot path keeps futures small),
+        // and nothing captured is moved again inside it (that would store it twice).
+        let RunOptions {
+            run_id,
+            cancellation,
+            ..
+        } = options;
+        let (run_id, invalid) = match run_id {
+            None => (RunId::lazy(), None),
+            Some(id) => {
+                let invalid = check_run_id(&id).err().map(Box::new);
+                (RunId::given(id), invalid)
+            }
         };
-        let seq = AtomicU64::new(0);
-        let end = {
-            let rc = RunCtx {
-                inner: &self.inner,
-                run_id: &run_id,
-                root_run_id: &run_id,
-                parent_run_id: None,
-                prefix: None,
-                seq: &seq,
-                upstream: None,
-                observe: self.inner.hooks.is_some(),
-                token: options.cancellation.as_ref(),
+        async move {
+            if let Some(e) = invalid {
+                return (score, run_id, End::failed(*e));
+            }
+            let seq = AtomicU64::new(0);
+            let end = {
+                let rc = RunCtx {
+                    inner: &self.inner,
+                    info: RunInfo {
+                        run_id: &run_id,
+                        root_run_id: &run_id,
+                        parent_run_id: None,
+                        cadence: &self.inner.name,
+                        prefix: None,
+                        token: cancellation.as_ref(),
+                    },
+                    seq: &seq,
+                    upstream: None,
+                    observe: self.inner.hooks.is_some(),
+                };
+                rc.execute(&mut score).await
             };
-            rc.execute(&mut score).await
-        };
-        report(score, run_id, end)
+            (score, run_id, end)
+        }
     }
 }
 
@@ -299,7 +346,7 @@ where
                 let parent: &P = score;
                 catch_unwind(AssertUnwindSafe(|| (self.into_child)(parent))).map_err(panicked)?
             };
-            let child_run_id = format!("{}/{}", rc.run_id, path);
+            let child_run_id = RunId::given(format!("{}/{}", rc.info.run_id.get(), path));
             let prefix = rc.full_path(path).into_owned();
             let end = {
                 let link = ParentLink {
@@ -309,14 +356,17 @@ where
                 };
                 let crc = RunCtx {
                     inner: &self.cadence.inner,
-                    run_id: &child_run_id,
-                    root_run_id: rc.root_run_id,
-                    parent_run_id: Some(rc.run_id),
-                    prefix: Some(&prefix),
+                    info: RunInfo {
+                        run_id: &child_run_id,
+                        root_run_id: rc.info.root_run_id,
+                        parent_run_id: Some(rc.info.run_id),
+                        cadence: &self.cadence.inner.name,
+                        prefix: Some(&prefix),
+                        token: rc.info.token,
+                    },
                     seq: rc.seq,
                     upstream: Some(&link),
                     observe: rc.observe || self.cadence.inner.hooks.is_some(),
-                    token: rc.token,
                 };
                 crc.execute(&mut child).await
             };

@@ -31,12 +31,14 @@ use crate::hook::{
     Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason, isolate,
 };
 use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteResult, normalise};
+use crate::options::{RunId, RunInfo};
 use crate::policy::circuit_breaker::{Admission, CircuitBreaker, CircuitState};
 use crate::score::MergeStrategy;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 type Panic = Box<dyn Any + Send>;
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pin_project_lite::pin_project! {
     /// Polls a future, turning a panic into `Err(payload)` (GEN-5).
@@ -63,6 +65,33 @@ impl<F: Future> Future for CatchUnwind<F> {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Err(p) => Poll::Ready(Err(p)),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Enters a borrowed span around every poll: `Instrumented` without owning a second copy
+    /// of the span (the hot path keeps futures small).
+    pub(crate) struct InSpan<'s, F> {
+        span: &'s tracing::Span,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<'s, F> InSpan<'s, F> {
+    pub(crate) fn new(span: &'s tracing::Span, inner: F) -> Self {
+        InSpan { span, inner }
+    }
+}
+
+impl<F: Future> Future for InSpan<'_, F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.inner.poll(cx)
     }
 }
 
@@ -144,6 +173,21 @@ impl Occ<'_> {
             Occ::Skipped(p, r) => h.on_note_skipped(cx, p, r),
             Occ::Branch(p, b, k) => h.on_branch_taken(cx, p, b, k),
         }
+    }
+}
+
+/// Records the note's outcome on its span, when a subscriber wants it.
+fn record_note_span(span: &tracing::Span, r: &Result<Flow, CadenceError>) {
+    if !span.is_disabled() {
+        span.record(
+            "cadence.outcome",
+            match r {
+                Ok(Flow::Continue) => "succeeded",
+                Ok(Flow::Stop { .. }) => "stopped",
+                Err(CadenceError::Cancelled) => "cancelled",
+                Err(_) => "failed",
+            },
+        );
     }
 }
 
@@ -230,17 +274,13 @@ impl End {
 /// The state of one run (or child run), borrowed by everything that executes in it.
 pub(crate) struct RunCtx<'r, S> {
     pub(crate) inner: &'r Inner<S>,
-    pub(crate) run_id: &'r str,
-    pub(crate) root_run_id: &'r str,
-    pub(crate) parent_run_id: Option<&'r str>,
-    /// Full path of the enclosing child measure, for child runs.
-    pub(crate) prefix: Option<&'r str>,
+    /// Who this run is, as notes see it.
+    pub(crate) info: RunInfo<'r>,
     /// The run tree's occurrence counter (EVT-3), owned by the root run.
     pub(crate) seq: &'r AtomicU64,
     pub(crate) upstream: Option<&'r dyn Upstream>,
     /// Whether any hook in the run tree will see this run's occurrences.
     pub(crate) observe: bool,
-    pub(crate) token: Option<&'r CancellationToken>,
 }
 
 fn elapsed(t0: Option<Instant>) -> Duration {
@@ -362,10 +402,10 @@ impl<'r, S> RunCtx<'r, S> {
     #[inline(never)]
     fn emit_slow(&self, occ: &Occ<'_>, score: Option<&S>) {
         let cx = HookContext {
-            run_id: self.run_id,
-            root_run_id: self.root_run_id,
-            parent_run_id: self.parent_run_id,
-            cadence: &self.inner.name,
+            run_id: self.info.run_id.get(),
+            root_run_id: self.info.root_run_id.get(),
+            parent_run_id: self.info.parent_run_id.map(RunId::get),
+            cadence: self.info.cadence,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             at: OnceCell::new(),
         };
@@ -377,7 +417,7 @@ impl<'r, S> RunCtx<'r, S> {
 
     /// The full path of `path` in this run (GEN-2).
     pub(crate) fn full_path<'p>(&self, path: &'p str) -> Cow<'p, str> {
-        match self.prefix {
+        match self.info.prefix {
             None => Cow::Borrowed(path),
             Some(p) => Cow::Owned(format!("{p}/{path}")),
         }
@@ -391,8 +431,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             target: "cadence",
             "cadence.run",
             cadence.name = &*self.inner.name,
-            cadence.run_id = self.run_id,
-            cadence.parent_run_id = self.parent_run_id,
+            cadence.run_id = self.info.run_id.get(),
+            cadence.parent_run_id = self.info.parent_run_id.map(RunId::get),
             cadence.resumed = false,
             cadence.outcome = Empty,
         );
@@ -405,12 +445,14 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 t0,
                 armed: self.observe,
             };
-            let end = match self.token {
+            let end = match self.info.token {
                 Some(token) => {
                     let body = self.run_body(&mut *guard.score);
+                    // Boxed: the waiter is large and only runs with a token pay for it.
+                    let cancelled = Box::pin(token.cancelled());
                     tokio::select! {
                         biased;
-                        _ = token.cancelled() => End::Cancelled,
+                        _ = cancelled => End::Cancelled,
                         end = body => end,
                     }
                 }
@@ -422,9 +464,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Some(&*guard.score),
             );
             end
-        }
-        .instrument(span.clone())
-        .await;
+        };
+        let end = InSpan::new(&span, end).await;
         if !span.is_disabled() {
             span.record("cadence.outcome", end.as_outcome().kind().as_str());
         }
@@ -500,7 +541,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     cadence.measure.path = &*m.path,
                     cadence.measure.kind = m.kind.as_str(),
                 );
-                self.exec_composite(m, score).instrument(span).await
+                // Boxed: composite measures are rarer, and inlining their (large) futures would
+                // make every plain note's future as big as a parallel group's.
+                let fut: Pin<Box<dyn Future<Output = Result<Flow, CadenceError>> + Send + '_>> =
+                    Box::pin(self.exec_composite(m, score).instrument(span));
+                fut.await
             }
         };
         guard.armed = false;
@@ -729,38 +774,105 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
 
     /// One note; `member` is set for parallel members, whose first `note_start` and whose
     /// cancellation report belong to the group (HOOK-5).
+    ///
+    /// Notes without policies that run on the async worker take the fast path: one attempt,
+    /// inlined here, with the note's own future the only allocation. Everything else runs
+    /// boxed, so its machinery does not grow the future of every plain note.
     async fn exec_note_as(
         &self,
         n: &CompiledNote<S>,
         score: &mut S,
         member: Option<&AtomicU32>,
     ) -> Result<Flow, CadenceError> {
-        if !self.inner.note_spans {
-            return self.exec_note_inner(n, score, member).await;
+        if !n.fast {
+            let slow: BoxFuture<'_, Result<Flow, CadenceError>> =
+                Box::pin(self.exec_note_spanned(n, score, member));
+            return slow.await;
         }
-        let span = tracing::info_span!(
+        let span = self.note_span(n);
+        if self.observe && member.is_none() {
+            span.in_scope(|| self.emit(Occ::NoteStart(&n.path, 1), Some(&*score)));
+        }
+        let mut guard = NoteGuard {
+            rc: self,
+            path: &n.path,
+            attempt: 1,
+            t0: self.observe.then(Instant::now),
+            score,
+            armed: self.observe && member.is_none(),
+        };
+        let cx = self.note_context(n, 1);
+        let r = {
+            let (s, cxr) = (&mut *guard.score, &cx);
+            let started = catch_unwind(AssertUnwindSafe(move || {
+                let s = s;
+                match &n.body {
+                    Body::AsyncFn(f) => Some(f(s, cxr)),
+                    Body::Async(b) => Some(b.call(s, cxr)),
+                    Body::Blocking { .. } => None,
+                }
+            }));
+            match started {
+                Ok(Some(fut)) => InSpan::new(&span, CatchUnwind::new(fut)).await,
+                Ok(None) => Ok(Err("a blocking note cannot take the fast path".into())),
+                Err(p) => Err(p),
+            }
+        };
+        cx.finish();
+        drop(cx);
+        guard.armed = false;
+        let r = self.note_result(n, r);
+        if self.observe {
+            let outcome = match &r {
+                Ok(Control::Continue) => NoteOutcome::Succeeded,
+                Ok(Control::Stop(_)) => NoteOutcome::Stopped,
+                Err(e) => NoteOutcome::Failed(e),
+            };
+            span.in_scope(|| {
+                self.emit(
+                    Occ::NoteEnd(&n.path, 1, elapsed(guard.t0), &outcome),
+                    Some(&*guard.score),
+                )
+            });
+        }
+        let flow = match r {
+            Ok(Control::Continue) => Ok(Flow::Continue),
+            Ok(Control::Stop(reason)) => Ok(Flow::Stop {
+                path: self.full_path(&n.path).into_owned(),
+                reason,
+            }),
+            Err(e) => Err(e),
+        };
+        record_note_span(&span, &flow);
+        flow
+    }
+
+    fn note_span(&self, n: &CompiledNote<S>) -> tracing::Span {
+        if !self.inner.note_spans {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
             target: "cadence",
             "cadence.note",
             cadence.note.path = &*n.path,
-            cadence.note.attempts = Empty,
+            cadence.note.attempts = 1u32,
             cadence.outcome = Empty,
-        );
+        )
+    }
+
+    /// The slow path of [`exec_note_as`]: policies or a blocking body, in the note's span.
+    async fn exec_note_spanned(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+        member: Option<&AtomicU32>,
+    ) -> Result<Flow, CadenceError> {
+        let span = self.note_span(n);
         let r = self
             .exec_note_inner(n, score, member)
             .instrument(span.clone())
             .await;
-        if !span.is_disabled() {
-            span.record("cadence.note.attempts", 1u32);
-            span.record(
-                "cadence.outcome",
-                match &r {
-                    Ok(Flow::Continue) => "succeeded",
-                    Ok(Flow::Stop { .. }) => "stopped",
-                    Err(CadenceError::Cancelled) => "cancelled",
-                    Err(_) => "failed",
-                },
-            );
-        }
+        record_note_span(&span, &r);
         r
     }
 
@@ -770,10 +882,22 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         score: &mut S,
         member: Option<&AtomicU32>,
     ) -> Result<Flow, CadenceError> {
-        let r = self.run_policies(n, score, member).await;
-        let r = match (r, &n.policies.fallback) {
-            (Err(e), Some(fb)) if fb.applies(&e) => self.run_fallback(n, fb, e, score).await,
-            (r, _) => r,
+        let r = if n.policies.is_empty() {
+            self.run_plain(n, score, member).await
+        } else {
+            // Boxed so that the policy machinery (timers, permits) does not grow the future of
+            // every plain note.
+            let policies: BoxFuture<'_, Result<Control, CadenceError>> =
+                Box::pin(self.run_policies(n, score, member));
+            let r = policies.await;
+            match (r, &n.policies.fallback) {
+                (Err(e), Some(fb)) if fb.applies(&e) => {
+                    let fallback: BoxFuture<'_, Result<Control, CadenceError>> =
+                        Box::pin(self.run_fallback(n, fb, e, score));
+                    fallback.await
+                }
+                (r, _) => r,
+            }
         };
         match r {
             Ok(Control::Continue) => Ok(Flow::Continue),
@@ -783,6 +907,41 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// A note without policies: one attempt, reported (HOOK-5).
+    async fn run_plain(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+        member: Option<&AtomicU32>,
+    ) -> Result<Control, CadenceError> {
+        if member.is_none() {
+            self.emit(Occ::NoteStart(&n.path, 1), Some(&*score));
+        }
+        let t0 = self.observe.then(Instant::now);
+        let mut guard = NoteGuard {
+            rc: self,
+            path: &n.path,
+            attempt: 1,
+            t0,
+            score,
+            armed: self.observe && member.is_none(),
+        };
+        let r = self.attempt(n, &mut *guard.score, 1, false).await;
+        guard.armed = false;
+        if self.observe {
+            let outcome = match &r {
+                Ok(Control::Continue) => NoteOutcome::Succeeded,
+                Ok(Control::Stop(_)) => NoteOutcome::Stopped,
+                Err(e) => NoteOutcome::Failed(e),
+            };
+            self.emit(
+                Occ::NoteEnd(&n.path, 1, elapsed(t0), &outcome),
+                Some(&*guard.score),
+            );
+        }
+        r
     }
 
     /// FB-1…4: reports the failure, then writes fields or runs the alternative note.
@@ -996,7 +1155,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                                 );
                                 previous_delay = Some(delay);
                                 last_error = Some(error);
-                                tokio::time::sleep(delay).await;
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
                                 guard.attempt = attempt + 1;
                                 None
                             }
@@ -1089,6 +1250,16 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 self.run_blocking(n, imp, mover, score, attempt).await
             }
         };
+        self.note_result(n, r)
+    }
+
+    /// Types a caught attempt result: stops recognised (NOTE-5), errors and panics given the
+    /// note's full path (NOTE-7).
+    fn note_result(
+        &self,
+        n: &CompiledNote<S>,
+        r: Result<NoteResult, Panic>,
+    ) -> Result<Control, CadenceError> {
         match r {
             Ok(result) => match normalise(result) {
                 Ok(c) => Ok(c),
@@ -1103,15 +1274,10 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
 
     fn note_context<'a>(&'a self, n: &'a CompiledNote<S>, attempt: u32) -> NoteContext<'a> {
         NoteContext {
-            run_id: self.run_id,
-            root_run_id: self.root_run_id,
-            parent_run_id: self.parent_run_id,
-            cadence: &self.inner.name,
+            run: &self.info,
             path: &n.path,
-            prefix: self.prefix,
             attempt,
             prior_attempts: 0,
-            run_token: self.token,
             token: OnceLock::new(),
             done: AtomicBool::new(false),
         }
@@ -1127,17 +1293,20 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         score: &mut S,
         attempt: u32,
     ) -> Result<NoteResult, Panic> {
-        let token = match self.token {
+        let token = match self.info.token {
             Some(t) => t.child_token(),
             None => CancellationToken::new(),
         };
         let owned = OwnedContext {
-            run_id: self.run_id.to_owned(),
-            root_run_id: self.root_run_id.to_owned(),
-            parent_run_id: self.parent_run_id.map(str::to_owned),
-            cadence: self.inner.name.to_string(),
+            run_id: RunId::given(self.info.run_id.get().to_owned()),
+            root_run_id: RunId::given(self.info.root_run_id.get().to_owned()),
+            parent_run_id: self
+                .info
+                .parent_run_id
+                .map(|p| RunId::given(p.get().to_owned())),
+            cadence: self.info.cadence.to_owned(),
             path: n.path.to_string(),
-            prefix: self.prefix.map(str::to_owned),
+            prefix: self.info.prefix.map(str::to_owned),
             attempt,
             token: token.clone(),
         };
@@ -1149,7 +1318,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let span = tracing::Span::current();
         let handle = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let cx = owned.context();
+            let info = owned.info();
+            let cx = owned.context(&info);
             let r = catch_unwind(AssertUnwindSafe(|| imp.call(&mut moved, &cx)));
             cx.finish();
             (moved, r)
@@ -1176,9 +1346,9 @@ enum Mover<S> {
 
 /// The context data a blocking attempt owns on its thread.
 struct OwnedContext {
-    run_id: String,
-    root_run_id: String,
-    parent_run_id: Option<String>,
+    run_id: RunId,
+    root_run_id: RunId,
+    parent_run_id: Option<RunId>,
     cadence: String,
     path: String,
     prefix: Option<String>,
@@ -1187,19 +1357,25 @@ struct OwnedContext {
 }
 
 impl OwnedContext {
-    fn context(&self) -> NoteContext<'_> {
+    fn info(&self) -> RunInfo<'_> {
+        RunInfo {
+            run_id: &self.run_id,
+            root_run_id: &self.root_run_id,
+            parent_run_id: self.parent_run_id.as_ref(),
+            cadence: &self.cadence,
+            prefix: self.prefix.as_deref(),
+            token: None,
+        }
+    }
+
+    fn context<'a>(&'a self, info: &'a RunInfo<'a>) -> NoteContext<'a> {
         let token = OnceLock::new();
         let _ = token.set(self.token.clone());
         NoteContext {
-            run_id: &self.run_id,
-            root_run_id: &self.root_run_id,
-            parent_run_id: self.parent_run_id.as_deref(),
-            cadence: &self.cadence,
+            run: info,
             path: &self.path,
-            prefix: self.prefix.as_deref(),
             attempt: self.attempt,
             prior_attempts: 0,
-            run_token: None,
             token,
             done: AtomicBool::new(false),
         }
@@ -1225,5 +1401,55 @@ async fn call_handler<S>(
     match r {
         Ok(r) => r,
         Err(p) => Err(format!("the handler panicked: {}", panic_message(p.as_ref())).into()),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::{BoxError, Cadence, note};
+
+    /// The hot path keeps run futures small (core.mem_per_run): a regression here shows up
+    /// as bytes per parked run.
+    #[test]
+    fn run_futures_stay_small() {
+        let c = Cadence::<u64>::new("s")
+            .then(
+                "a",
+                note::from_fn(|n: &mut u64| {
+                    Box::pin(async move {
+                        *n += 1;
+                        Ok::<_, BoxError>(())
+                    })
+                }),
+            )
+            .build()
+            .unwrap();
+        let id = RunId::lazy();
+        let seq = AtomicU64::new(0);
+        let rc = RunCtx {
+            inner: &c.inner,
+            info: RunInfo {
+                run_id: &id,
+                root_run_id: &id,
+                parent_run_id: None,
+                cadence: "s",
+                prefix: None,
+                token: None,
+            },
+            seq: &seq,
+            upstream: None,
+            observe: false,
+        };
+        let mut s = 0u64;
+        let m = &c.inner.measures[0];
+        let MeasureBody::Note(n) = &m.body else {
+            unreachable!("a then measure")
+        };
+        let run = std::mem::size_of_val(&c.run(0));
+        let note = std::mem::size_of_val(&rc.exec_note(n, &mut s));
+        assert!(run <= 1024, "a run future is {run} bytes");
+        assert!(note <= 320, "a note future is {note} bytes");
+        assert!(std::mem::size_of::<NoteContext<'_>>() <= 64);
     }
 }

@@ -43,6 +43,7 @@
 //! - [`cond`]: split conditions and route selectors.
 //! - [`handler`]: the `on_error` handler.
 //! - [`hook`]: the [`Hook`] trait and its composition.
+//! - [`event`]: [`Event`]s, the [`EventEmitter`] and its sinks, [`LoggingHooks`], [`TimingHooks`].
 //! - [`score`]: [`Score`], [`Shared`] and [`MergeStrategy`] for parallel groups.
 //! - [`policy`]: per-note resilience (retry markers, circuit states).
 //! - [`describe`]: descriptions, Mermaid and DOT diagrams.
@@ -62,6 +63,7 @@ pub mod cond;
 pub mod describe;
 mod engine;
 pub mod error;
+pub mod event;
 pub mod handler;
 pub mod hash;
 pub mod hook;
@@ -78,6 +80,7 @@ pub use describe::{Description, Direction};
 pub use error::{
     BoxError, CadenceError, CheckpointErrorKind, ErrorKind, MergeConflict, Problem, TimeoutScope,
 };
+pub use event::{Event, EventEmitter, EventKind, LoggingHooks, TimingHooks};
 pub use handler::OnError;
 pub use hook::{
     Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, Outcome, RunOutcome, SkipReason,

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::BoxError;
 use crate::hash;
+use crate::options::{RunId, RunInfo};
 
 /// The boxed future a note call returns: it borrows the score and the context.
 pub type NoteFuture<'a> = Pin<Box<dyn Future<Output = NoteResult> + Send + 'a>>;
@@ -157,15 +158,10 @@ pub(crate) fn normalise(r: NoteResult) -> NoteResult {
 ///
 /// Borrowed from the engine for the duration of one attempt.
 pub struct NoteContext<'a> {
-    pub(crate) run_id: &'a str,
-    pub(crate) root_run_id: &'a str,
-    pub(crate) parent_run_id: Option<&'a str>,
-    pub(crate) cadence: &'a str,
+    pub(crate) run: &'a RunInfo<'a>,
     pub(crate) path: &'a str,
-    pub(crate) prefix: Option<&'a str>,
     pub(crate) attempt: u32,
     pub(crate) prior_attempts: u32,
-    pub(crate) run_token: Option<&'a CancellationToken>,
     pub(crate) token: OnceLock<CancellationToken>,
     pub(crate) done: AtomicBool,
 }
@@ -173,8 +169,8 @@ pub struct NoteContext<'a> {
 impl fmt::Debug for NoteContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NoteContext")
-            .field("run_id", &self.run_id)
-            .field("cadence", &self.cadence)
+            .field("run_id", &self.run.run_id.get())
+            .field("cadence", &self.run.cadence)
             .field("path", &self.path)
             .field("attempt", &self.attempt)
             .finish_non_exhaustive()
@@ -184,22 +180,22 @@ impl fmt::Debug for NoteContext<'_> {
 impl<'a> NoteContext<'a> {
     /// The id of this run (`<parent run id>/<child measure path>` inside a child cadence).
     pub fn run_id(&self) -> &'a str {
-        self.run_id
+        self.run.run_id.get()
     }
 
     /// The id of the outermost run.
     pub fn root_run_id(&self) -> &'a str {
-        self.root_run_id
+        self.run.root_run_id.get()
     }
 
     /// The parent run's id, inside a child cadence.
     pub fn parent_run_id(&self) -> Option<&'a str> {
-        self.parent_run_id
+        self.run.parent_run_id.map(RunId::get)
     }
 
     /// The name of the cadence this note belongs to.
     pub fn cadence(&self) -> &'a str {
-        self.cadence
+        self.run.cadence
     }
 
     /// The note's path relative to its cadence (GEN-2).
@@ -209,7 +205,7 @@ impl<'a> NoteContext<'a> {
 
     /// The note's full path, prefixed by enclosing child measures (`pay/charge`).
     pub fn full_path(&self) -> Cow<'a, str> {
-        match self.prefix {
+        match self.run.prefix {
             None => Cow::Borrowed(self.path),
             Some(p) => Cow::Owned(format!("{p}/{}", self.path)),
         }
@@ -229,9 +225,9 @@ impl<'a> NoteContext<'a> {
     /// (NOTE-4): pass it to external services so they can deduplicate.
     pub fn idempotency_key(&self) -> String {
         let mut h = hash::Fnv128::new();
-        h.write(self.root_run_id.as_bytes());
+        h.write(self.run.root_run_id.get().as_bytes());
         h.write(&[0]);
-        if let Some(p) = self.prefix {
+        if let Some(p) = self.run.prefix {
             h.write(p.as_bytes());
             h.write(b"/");
         }
@@ -242,7 +238,7 @@ impl<'a> NoteContext<'a> {
     /// A token that fires when this attempt is abandoned: timed out, cancelled with its run,
     /// or dropped because a sibling failed. Created on first use.
     pub fn cancellation(&self) -> &CancellationToken {
-        self.token.get_or_init(|| match self.run_token {
+        self.token.get_or_init(|| match self.run.token {
             Some(t) => t.child_token(),
             None => CancellationToken::new(),
         })

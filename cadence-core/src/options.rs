@@ -94,7 +94,49 @@ pub(crate) fn check_run_id(id: &str) -> Result<(), CadenceError> {
 
 /// 32 random lowercase hex digits.
 pub(crate) fn generate_run_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut x = fastrand::u128(..);
+    let mut out = String::with_capacity(32);
+    for _ in 0..32 {
+        out.push(HEX[(x & 0xf) as usize] as char);
+        x >>= 4;
+    }
+    out
+}
+
+/// A run id that is generated only when something reads it (RUN-2): a run that nobody
+/// observes never pays for formatting one.
+#[derive(Debug, Default)]
+pub(crate) struct RunId {
+    cell: std::sync::OnceLock<String>,
+}
+
+impl RunId {
+    /// A given id.
+    pub(crate) fn given(id: String) -> Self {
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(id);
+        RunId { cell }
+    }
+
+    /// An id generated on first read.
+    pub(crate) fn lazy() -> Self {
+        RunId::default()
+    }
+
+    /// The id.
+    #[inline]
+    pub(crate) fn get(&self) -> &str {
+        self.cell.get_or_init(generate_run_id)
+    }
+
+    /// The id, generating it if nobody read it yet.
+    pub(crate) fn into_string(self) -> String {
+        match self.cell.into_inner() {
+            Some(id) => id,
+            None => generate_run_id(),
+        }
+    }
 }
 
 /// Everything a run ended with (RUN-1): the score in every case, the outcome, and the error for
@@ -127,4 +169,17 @@ impl<S> RunReport<S> {
             None => Ok(self.score),
         }
     }
+}
+
+/// Who a run is, as its notes see it: shared by reference with every [`NoteContext`]
+/// (crate::NoteContext) of the run, so a context is a few words.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunInfo<'a> {
+    pub(crate) run_id: &'a RunId,
+    pub(crate) root_run_id: &'a RunId,
+    pub(crate) parent_run_id: Option<&'a RunId>,
+    pub(crate) cadence: &'a str,
+    /// Full path of the enclosing child measure, for child runs.
+    pub(crate) prefix: Option<&'a str>,
+    pub(crate) token: Option<&'a CancellationToken>,
 }

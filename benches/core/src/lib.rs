@@ -6,6 +6,8 @@
 
 #![deny(unsafe_code)]
 
+mod emitter;
+mod engine;
 pub mod figures;
 pub mod harness;
 

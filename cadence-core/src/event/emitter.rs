@@ -1,0 +1,1337 @@
+//! [`EventEmitter`]: turns hook calls into [`Event`]s and delivers them to listeners and sinks
+//! (EVT-4…8).
+//!
+//! Hot path (a hook call on the note's path): one atomic load of the *interest mask* (which
+//! kinds any listener, async listener or sink wants); if nobody wants the kind, nothing else
+//! happens — no event is built, no clock is read. Otherwise the event is built once, sync
+//! listeners run inline on a snapshot of the listener table, and the event is offered to the
+//! bounded queue with `try_send`, never waiting: a full queue drops it and counts it.
+//!
+//! Off the path, a dispatcher task (spawned on the current tokio runtime the first time it is
+//! needed, or by [`EventEmitter::start`]) receives queued events and runs async listeners,
+//! then sinks, then broadcast subscribers, one event at a time, in queue order. It flushes
+//! sinks a second after they received something, on [`EventEmitter::flush`] and on
+//! [`EventEmitter::shutdown`]. It needs a runtime with time enabled (for that periodic flush).
+//! If its runtime goes away, the next event needing the queue starts a new one on the
+//! then-current runtime.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::sink::{BoxFuture, Sink};
+use super::{
+    Event, EventError, EventKind, MeasureStatus, SLOTS, UNKNOWN, kind, micros, micros_dur,
+};
+use crate::error::{BoxError, CadenceError, panic_message};
+use crate::hook::{
+    Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason,
+};
+use crate::policy::circuit_breaker::CircuitState;
+
+/// The default queue capacity between the hot path and the dispatcher (EVT-6).
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// How long [`EventEmitter::shutdown`] waits for the queue to drain.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the dispatcher flushes sinks that received events (EVT-8).
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// How many queued messages the dispatcher takes per wake-up.
+const BATCH: usize = 64;
+
+/// The log target of listener and sink failures (EVT-7).
+const TARGET: &str = "cadence::events";
+
+type SyncFn = dyn Fn(&Event) -> Result<(), BoxError> + Send + Sync;
+type AsyncFn = dyn Fn(Event) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync;
+
+/// Identifies a listener or sink, for [`EventEmitter::off`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(u64);
+
+impl fmt::Display for ListenerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "listener#{}", self.0)
+    }
+}
+
+/// What a listener may return: `()`, or `Result<(), E>` whose error is logged (EVT-7).
+pub trait ListenerOutput {
+    /// Normalised.
+    fn into_result(self) -> Result<(), BoxError>;
+}
+
+impl ListenerOutput for () {
+    fn into_result(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError>> ListenerOutput for Result<(), E> {
+    fn into_result(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// A listener pattern (EVT-5): an exact name, a prefix `note.*`, or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(Box<str>),
+    /// The prefix including its trailing dot (`note.`).
+    Prefix(Box<str>),
+    Any,
+}
+
+impl Pattern {
+    fn parse(p: &str) -> Self {
+        if p == "*" {
+            Pattern::Any
+        } else if let Some(prefix) = p.strip_suffix('*').filter(|x| x.ends_with('.')) {
+            Pattern::Prefix(prefix.into())
+        } else {
+            Pattern::Exact(p.into())
+        }
+    }
+
+    /// Dispatch rank for `name` (exact 0, prefix 1, any 2), or `None` if it does not match.
+    fn rank(&self, name: &str) -> Option<u8> {
+        match self {
+            Pattern::Exact(e) => (**e == *name).then_some(0),
+            Pattern::Prefix(p) => name.starts_with(&**p).then_some(1),
+            Pattern::Any => Some(2),
+        }
+    }
+
+    /// Whether it can match a kind this version does not know.
+    fn matches_unknown(&self) -> bool {
+        match self {
+            Pattern::Exact(e) => !EventKind::NAMES.contains(&&**e),
+            Pattern::Prefix(_) | Pattern::Any => true,
+        }
+    }
+}
+
+struct Entry<F: ?Sized> {
+    id: ListenerId,
+    pattern: Pattern,
+    f: Arc<F>,
+}
+
+impl<F: ?Sized> Clone for Entry<F> {
+    fn clone(&self) -> Self {
+        Entry {
+            id: self.id,
+            pattern: self.pattern.clone(),
+            f: self.f.clone(),
+        }
+    }
+}
+
+/// Every registration, in registration order: the source the [`Table`] is built from.
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    sync: Vec<Entry<SyncFn>>,
+    asyncs: Vec<Entry<AsyncFn>>,
+    sinks: Vec<(ListenerId, Arc<dyn Sink>)>,
+    /// Whether `subscribe()` receivers may exist.
+    broadcast: bool,
+}
+
+/// The listeners of each kind in dispatch order (exact, prefix, `*`; registration order
+/// within each), rebuilt on every registration change and read through a snapshot.
+struct Table {
+    sync: [Box<[Entry<SyncFn>]>; SLOTS],
+    asyncs: [Box<[Entry<AsyncFn>]>; SLOTS],
+    sinks: Box<[(ListenerId, Arc<dyn Sink>)]>,
+    broadcast: bool,
+}
+
+/// Entries matching `name`, in dispatch order.
+fn ordered<'a, F: ?Sized>(
+    name: &str,
+    entries: impl Iterator<Item = &'a Entry<F>>,
+) -> Vec<&'a Entry<F>> {
+    let mut v: Vec<(u8, &Entry<F>)> = entries
+        .filter_map(|e| e.pattern.rank(name).map(|r| (r, e)))
+        .collect();
+    v.sort_by_key(|(r, _)| *r); // stable: registration order within a rank
+    v.into_iter().map(|(_, e)| e).collect()
+}
+
+impl Table {
+    fn build(reg: &Registry) -> Table {
+        fn per_kind<F: ?Sized>(entries: &[Entry<F>]) -> [Box<[Entry<F>]>; SLOTS] {
+            std::array::from_fn(|k| {
+                if k == UNKNOWN {
+                    // Matched by name at dispatch time; kept in registration order.
+                    entries
+                        .iter()
+                        .filter(|e| e.pattern.matches_unknown())
+                        .cloned()
+                        .collect()
+                } else {
+                    ordered(EventKind::NAMES[k], entries.iter())
+                        .into_iter()
+                        .cloned()
+                        .collect()
+                }
+            })
+        }
+        Table {
+            sync: per_kind(&reg.sync),
+            asyncs: per_kind(&reg.asyncs),
+            sinks: reg.sinks.clone().into_boxed_slice(),
+            broadcast: reg.broadcast,
+        }
+    }
+
+    /// The interest mask: bit `k` when sync listeners want kind `k`, bit `32 + k` when the
+    /// queue does (async listeners, sinks, subscribers).
+    fn interest(&self) -> u64 {
+        let all_queue = !self.sinks.is_empty() || self.broadcast;
+        let mut mask = 0;
+        for k in 0..SLOTS {
+            if !self.sync[k].is_empty() {
+                mask |= sync_bit(k);
+            }
+            if all_queue || !self.asyncs[k].is_empty() {
+                mask |= queue_bit(k);
+            }
+        }
+        mask
+    }
+}
+
+const fn sync_bit(k: usize) -> u64 {
+    1 << k
+}
+
+const fn queue_bit(k: usize) -> u64 {
+    1 << (32 + k)
+}
+
+const _: () = assert!(SLOTS <= 32, "the interest mask holds 32 kinds per half");
+
+enum Msg {
+    Event(Event),
+    /// Acknowledged once everything queued before it is dispatched and sinks are flushed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the dispatcher task shares with the emitters (everything but the queue's sender, so
+/// that the task ends when the last emitter is dropped).
+struct Shared {
+    /// See [`Table::interest`].
+    interest: AtomicU64,
+    table: RwLock<Arc<Table>>,
+    registry: Mutex<Registry>,
+    /// Every event dropped so far (queue full, or a subscriber lagging).
+    dropped: AtomicU64,
+    /// Drops not yet reported by an `events.dropped` event.
+    unreported: AtomicU64,
+    /// `seq` of the next `events.dropped` event.
+    reports: AtomicU64,
+    /// Whether a dispatcher task owns the receiver.
+    running: AtomicBool,
+    /// The queue's receiver while no dispatcher task runs.
+    rx: Mutex<Option<mpsc::Receiver<Msg>>>,
+    broadcast: broadcast::Sender<Event>,
+    /// The broadcast channel's real capacity (a power of two).
+    broadcast_capacity: usize,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Msg>,
+    capacity: usize,
+}
+
+/// Turns hook calls into [`Event`]s and delivers them to listeners, sinks and subscribers
+/// (EVT-4…8). A [`Hook<S>`] for every `S`; cheap to clone (an `Arc` inside): attach a clone
+/// with `with_hooks(emitter.clone())` and keep one to register listeners and shut down.
+///
+/// - [`on`](Self::on) registers a sync listener, run inline on the note's path — keep it
+///   cheap; [`on_async`](Self::on_async) an async one, run on the dispatcher task.
+/// - [`add_sink`](Self::add_sink) / [`with_sink`](Self::with_sink) add a [`Sink`] (a
+///   [`JsonLinesSink`](super::JsonLinesSink), an adapter's stream…); [`subscribe`](Self::subscribe)
+///   returns a broadcast receiver.
+/// - The queue between the note's path and the dispatcher holds [`DEFAULT_CAPACITY`] events
+///   ([`with_capacity`](Self::with_capacity)); when it is full the event is dropped and
+///   counted ([`dropped`](Self::dropped)), and an `events.dropped` event with the count is
+///   queued once there is room again.
+/// - A listener or sink that panics or returns an error is logged (target `cadence::events`,
+///   WARN) and skipped for that event (EVT-7).
+///
+/// ```
+/// use cadence_core::{BoxError, Cadence, note};
+/// use cadence_core::event::{Event, EventEmitter};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let emitter = EventEmitter::with_capacity(64);
+/// let completed = Arc::new(AtomicUsize::new(0));
+/// let n = completed.clone();
+/// emitter.on("note.completed", move |_: &Event| { n.fetch_add(1, Ordering::Relaxed); });
+/// let mut events = emitter.subscribe();
+///
+/// let cadence = Cadence::<()>::new("hello")
+///     .then("a", note::from_fn(|_: &mut ()| Box::pin(async { Ok::<_, BoxError>(()) })))
+///     .then("b", note::from_fn(|_: &mut ()| Box::pin(async { Ok::<_, BoxError>(()) })))
+///     .with_hooks(emitter.clone())
+///     .build()
+///     .unwrap();
+/// cadence.run(()).await.unwrap();
+/// assert_eq!(completed.load(Ordering::Relaxed), 2); // sync listeners ran inline
+///
+/// emitter.flush().await; // the dispatcher has handed everything to subscribers
+/// assert_eq!(events.recv().await.unwrap().name(), "cadence.started");
+/// assert!(emitter.shutdown().await);
+/// assert_eq!(emitter.dropped(), 0);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct EventEmitter {
+    inner: Arc<Inner>,
+}
+
+impl Default for EventEmitter {
+    fn default() -> Self {
+        EventEmitter::new()
+    }
+}
+
+impl fmt::Debug for EventEmitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reg = self.inner.shared.registry();
+        f.debug_struct("EventEmitter")
+            .field("capacity", &self.inner.capacity)
+            .field("listeners", &reg.sync.len())
+            .field("async_listeners", &reg.asyncs.len())
+            .field("sinks", &reg.sinks.len())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a new table and interest mask; called with the registry locked.
+    fn rebuild(&self, reg: &Registry) {
+        let table = Table::build(reg);
+        let interest = table.interest();
+        *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        self.interest.store(interest, Ordering::Release);
+    }
+
+    fn count_drop(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops offering events to the broadcast channel once its last receiver is gone.
+    fn forget_subscribers(&self) {
+        let mut reg = self.registry();
+        if reg.broadcast && self.broadcast.receiver_count() == 0 {
+            reg.broadcast = false;
+            self.rebuild(&reg);
+        }
+    }
+}
+
+impl EventEmitter {
+    /// An emitter with the default queue capacity ([`DEFAULT_CAPACITY`]).
+    pub fn new() -> Self {
+        EventEmitter::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// An emitter whose queue (and broadcast channel) holds `capacity` events (at least 1;
+    /// the broadcast channel rounds up to a power of two).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let broadcast_capacity = capacity.next_power_of_two();
+        let (broadcast, _) = broadcast::channel(broadcast_capacity);
+        let reg = Registry::default();
+        let table = Table::build(&reg);
+        let shared = Arc::new(Shared {
+            interest: AtomicU64::new(table.interest()),
+            table: RwLock::new(Arc::new(table)),
+            registry: Mutex::new(reg),
+            dropped: AtomicU64::new(0),
+            unreported: AtomicU64::new(0),
+            reports: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            rx: Mutex::new(Some(rx)),
+            broadcast,
+            broadcast_capacity,
+        });
+        EventEmitter {
+            inner: Arc::new(Inner {
+                shared,
+                tx,
+                capacity,
+            }),
+        }
+    }
+
+    /// The queue's capacity.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Registers a sync listener for `pattern`: an exact name (`note.completed`), a prefix
+    /// (`note.*`) or `*` (EVT-5). It runs inline, on the note's path, so keep it cheap; it may
+    /// return `()` or a `Result`, whose error is logged.
+    ///
+    /// Dispatch order: listeners on the exact name, then on a prefix, then on `*`, each in
+    /// registration order.
+    pub fn on<F, R>(&self, pattern: &str, listener: F) -> ListenerId
+    where
+        F: Fn(&Event) -> R + Send + Sync + 'static,
+        R: ListenerOutput,
+    {
+        let f: Arc<SyncFn> = Arc::new(move |e: &Event| listener(e).into_result());
+        self.register(|reg, id| {
+            reg.sync.push(Entry {
+                id,
+                pattern: Pattern::parse(pattern),
+                f,
+            })
+        })
+    }
+
+    /// Registers an async listener for `pattern` (as in [`on`](Self::on)). It runs on the
+    /// dispatcher task, one event at a time; a slow one makes the queue fill up and drop,
+    /// never a note wait (EVT-6).
+    pub fn on_async<F, Fut>(&self, pattern: &str, listener: F) -> ListenerId
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: ListenerOutput,
+    {
+        let f: Arc<AsyncFn> = Arc::new(move |e: Event| {
+            let fut = listener(e);
+            Box::pin(async move { fut.await.into_result() }) as BoxFuture<'static, _>
+        });
+        self.register(|reg, id| {
+            reg.asyncs.push(Entry {
+                id,
+                pattern: Pattern::parse(pattern),
+                f,
+            })
+        })
+    }
+
+    /// Adds a sink: it receives every event, on the dispatcher task, after async listeners.
+    /// Returns an id for [`off`](Self::off).
+    pub fn add_sink(&self, sink: impl Sink) -> ListenerId {
+        let sink: Arc<dyn Sink> = Arc::new(sink);
+        self.register(|reg, id| reg.sinks.push((id, sink)))
+    }
+
+    /// With a sink (builder form of [`add_sink`](Self::add_sink)).
+    #[must_use]
+    pub fn with_sink(self, sink: impl Sink) -> Self {
+        self.add_sink(sink);
+        self
+    }
+
+    /// A receiver of every event, through a `broadcast` channel as large as the queue.
+    /// Events a lagging receiver misses are counted as drops.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        let mut reg = self.inner.shared.registry();
+        let rx = self.inner.shared.broadcast.subscribe();
+        if !reg.broadcast {
+            reg.broadcast = true;
+            self.inner.shared.rebuild(&reg);
+        }
+        rx
+    }
+
+    /// Removes a listener or sink; returns whether it was registered.
+    pub fn off(&self, id: ListenerId) -> bool {
+        let shared = &self.inner.shared;
+        let mut reg = shared.registry();
+        let before = reg.sync.len() + reg.asyncs.len() + reg.sinks.len();
+        reg.sync.retain(|e| e.id != id);
+        reg.asyncs.retain(|e| e.id != id);
+        reg.sinks.retain(|(i, _)| *i != id);
+        let removed = reg.sync.len() + reg.asyncs.len() + reg.sinks.len() < before;
+        if removed {
+            shared.rebuild(&reg);
+        }
+        removed
+    }
+
+    fn register(&self, add: impl FnOnce(&mut Registry, ListenerId)) -> ListenerId {
+        let shared = &self.inner.shared;
+        let mut reg = shared.registry();
+        reg.next_id += 1;
+        let id = ListenerId(reg.next_id);
+        add(&mut reg, id);
+        shared.rebuild(&reg);
+        id
+    }
+
+    /// How many events were dropped so far: offered to a full queue, or missed by a lagging
+    /// subscriber (EVT-6).
+    pub fn dropped(&self) -> u64 {
+        self.inner.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A typed companion that also adds the score, as `f` renders it, to `cadence.*` end
+    /// events (EVT-4). `f` is the redaction point: return only what may leave the process.
+    ///
+    /// The emitter itself is a hook for every score type and never sees scores; the returned
+    /// [`ScoredEmitter<S>`] shares this emitter (listeners, queue, counters) and is the hook to
+    /// attach instead of it.
+    ///
+    /// ```
+    /// use cadence_core::{BoxError, Cadence, note};
+    /// use cadence_core::event::{Event, EventEmitter};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// struct Login { user: String, password: String }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let emitter = EventEmitter::new();
+    /// let last = Arc::new(Mutex::new(None));
+    /// let l = last.clone();
+    /// emitter.on("cadence.completed", move |e: &Event| *l.lock().unwrap() = e.kind.score().cloned());
+    ///
+    /// let c = Cadence::<Login>::new("login")
+    ///     .then("check", note::from_fn(|_: &mut Login| Box::pin(async { Ok::<_, BoxError>(()) })))
+    ///     .with_hooks(emitter.with_score(|l: &Login| serde_json::json!({ "user": l.user })))
+    ///     .build()
+    ///     .unwrap();
+    /// c.run(Login { user: "ada".into(), password: "secret".into() }).await.unwrap();
+    /// assert_eq!(*last.lock().unwrap(), Some(serde_json::json!({ "user": "ada" })));
+    /// # });
+    /// ```
+    pub fn with_score<S, F>(&self, f: F) -> ScoredEmitter<S>
+    where
+        F: Fn(&S) -> serde_json::Value + Send + Sync + 'static,
+    {
+        ScoredEmitter {
+            emitter: self.clone(),
+            score: Arc::new(f),
+        }
+    }
+
+    /// Delivers an event built elsewhere (an adapter relaying a stream, a replay): sync
+    /// listeners inline, then the queue, exactly as for the emitter's own events.
+    pub fn emit(&self, event: Event) {
+        let k = event.kind.index();
+        self.deliver(k, event);
+    }
+
+    /// Starts the dispatcher task on the current tokio runtime, if it is not running.
+    /// Returns whether a dispatcher runs now (false outside a runtime).
+    ///
+    /// Not needed in general: the first event that needs the queue starts it.
+    pub fn start(&self) -> bool {
+        let shared = &self.inner.shared;
+        if shared.running.load(Ordering::Acquire) {
+            return true;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let mut slot = shared.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rx) = slot.take() {
+            shared.running.store(true, Ordering::Release);
+            drop(slot);
+            handle.spawn(dispatch(ReceiverGuard {
+                shared: shared.clone(),
+                rx: Some(rx),
+            }));
+        }
+        true
+    }
+
+    /// Waits until every event queued so far has been handed to listeners and sinks, and
+    /// sinks are flushed. Reports pending drops first (waiting for room in the queue).
+    pub async fn flush(&self) {
+        if !self.start() {
+            return;
+        }
+        self.report_drops_waiting().await;
+        let (ack, done) = oneshot::channel();
+        if self.inner.tx.send(Msg::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// [`shutdown_timeout`](Self::shutdown_timeout) with [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub async fn shutdown(&self) -> bool {
+        self.shutdown_timeout(DEFAULT_SHUTDOWN_TIMEOUT).await
+    }
+
+    /// Drains the queue (reporting pending drops) and flushes sinks, waiting at most
+    /// `timeout` (EVT-8): call it before the process exits. Returns whether it finished in
+    /// time; if not, the dispatcher goes on draining in the background.
+    ///
+    /// The emitter stays usable: its dispatcher idles (no timer) until events come again, and
+    /// ends, flushing its sinks, when the last clone of the emitter is dropped.
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.flush()).await.is_ok()
+    }
+
+    // ------------------------------------------------------------------ hot path
+
+    /// Whether anyone wants events of kind `k`.
+    #[inline(always)]
+    fn wants(&self, k: usize) -> bool {
+        self.inner.shared.interest.load(Ordering::Acquire) & (sync_bit(k) | queue_bit(k)) != 0
+    }
+
+    /// Builds the event of an occurrence of kind `k` and delivers it, if anyone wants it.
+    #[inline(always)]
+    fn occur(&self, cx: &HookContext<'_>, k: usize, build: impl FnOnce() -> EventKind) {
+        if self.wants(k) {
+            self.occur_slow(cx, k, build());
+        }
+    }
+
+    #[inline(never)]
+    fn occur_slow(&self, cx: &HookContext<'_>, k: usize, kind: EventKind) {
+        let event = Event {
+            run_id: recent(RUN_ID, cx.run_id()),
+            parent_run_id: cx.parent_run_id().map(|p| recent(PARENT, p)),
+            cadence: recent(CADENCE, cx.cadence()),
+            seq: cx.seq(),
+            at: micros(cx.at()),
+            kind,
+        };
+        self.deliver(k, event);
+    }
+
+    fn deliver(&self, k: usize, event: Event) {
+        let interest = self.inner.shared.interest.load(Ordering::Acquire);
+        if interest & sync_bit(k) != 0 {
+            self.run_sync(k, &event);
+        }
+        if interest & queue_bit(k) != 0 {
+            self.enqueue(event);
+        }
+    }
+
+    fn run_sync(&self, k: usize, event: &Event) {
+        let table = self.inner.shared.table();
+        if k == UNKNOWN {
+            for e in ordered(event.name(), table.sync[k].iter()) {
+                call_sync(e, event);
+            }
+        } else {
+            for e in table.sync[k].iter() {
+                call_sync(e, event);
+            }
+        }
+    }
+
+    fn enqueue(&self, event: Event) {
+        let shared = &self.inner.shared;
+        if !shared.running.load(Ordering::Acquire) {
+            self.start();
+        }
+        if shared.unreported.load(Ordering::Relaxed) != 0 {
+            self.report_drops();
+        }
+        if self.inner.tx.try_send(Msg::Event(event)).is_err() {
+            shared.count_drop();
+        }
+    }
+
+    /// The `events.dropped` event for `count` drops (emitter-level: empty run and cadence).
+    fn dropped_event(&self, count: u64) -> Event {
+        Event {
+            run_id: "".into(),
+            parent_run_id: None,
+            cadence: "".into(),
+            seq: self.inner.shared.reports.fetch_add(1, Ordering::Relaxed),
+            at: micros(SystemTime::now()),
+            kind: EventKind::EventsDropped { count },
+        }
+    }
+
+    /// Reports unreported drops if the queue has room now (EVT-6).
+    fn report_drops(&self) {
+        let shared = &self.inner.shared;
+        let Ok(permit) = self.inner.tx.try_reserve() else {
+            return;
+        };
+        let count = shared.unreported.swap(0, Ordering::AcqRel);
+        if count == 0 {
+            return;
+        }
+        let event = self.dropped_event(count);
+        let interest = shared.interest.load(Ordering::Acquire);
+        if interest & sync_bit(kind::EVENTS_DROPPED) != 0 {
+            self.run_sync(kind::EVENTS_DROPPED, &event);
+        }
+        if interest & queue_bit(kind::EVENTS_DROPPED) != 0 {
+            permit.send(Msg::Event(event));
+        }
+    }
+
+    /// Reports unreported drops, waiting for room in the queue.
+    async fn report_drops_waiting(&self) {
+        let shared = &self.inner.shared;
+        if shared.unreported.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Ok(permit) = self.inner.tx.reserve().await else {
+            return;
+        };
+        let count = shared.unreported.swap(0, Ordering::AcqRel);
+        if count == 0 {
+            return;
+        }
+        let event = self.dropped_event(count);
+        let interest = shared.interest.load(Ordering::Acquire);
+        if interest & sync_bit(kind::EVENTS_DROPPED) != 0 {
+            self.run_sync(kind::EVENTS_DROPPED, &event);
+        }
+        if interest & queue_bit(kind::EVENTS_DROPPED) != 0 {
+            permit.send(Msg::Event(event));
+        }
+    }
+
+    // ------------------------------------------------------------------ hook calls
+
+    fn cadence_end(
+        &self,
+        cx: &HookContext<'_>,
+        duration: Duration,
+        outcome: &RunOutcome<'_>,
+        score: Option<&dyn Fn() -> serde_json::Value>,
+    ) {
+        let k = match outcome {
+            RunOutcome::Succeeded | RunOutcome::Partial { .. } => kind::CADENCE_COMPLETED,
+            RunOutcome::Failed(_) => kind::CADENCE_FAILED,
+            RunOutcome::Stopped { .. } => kind::CADENCE_STOPPED,
+            RunOutcome::Cancelled => kind::CADENCE_CANCELLED,
+        };
+        self.occur(cx, k, || {
+            let duration = micros_dur(duration);
+            let score = score.and_then(render_score);
+            match *outcome {
+                RunOutcome::Succeeded => EventKind::CadenceCompleted {
+                    duration,
+                    failed_measures: Vec::new(),
+                    score,
+                },
+                RunOutcome::Partial { failed_measures } => EventKind::CadenceCompleted {
+                    duration,
+                    failed_measures: failed_measures.to_vec(),
+                    score,
+                },
+                RunOutcome::Failed(e) => EventKind::CadenceFailed {
+                    duration,
+                    error: e.into(),
+                    score,
+                },
+                RunOutcome::Stopped { path, reason } => EventKind::CadenceStopped {
+                    duration,
+                    path: path.into(),
+                    reason: reason.map(str::to_owned),
+                    score,
+                },
+                RunOutcome::Cancelled => EventKind::CadenceCancelled { duration, score },
+            }
+        });
+    }
+}
+
+/// Calls the redaction function, isolating a panic (the event then has no score).
+fn render_score(f: &dyn Fn() -> serde_json::Value) -> Option<serde_json::Value> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(p) => {
+            tracing::warn!(
+                target: TARGET,
+                "the score function of an event emitter panicked: {}; the event has no score",
+                panic_message(p.as_ref())
+            );
+            None
+        }
+    }
+}
+
+fn call_sync(e: &Entry<SyncFn>, event: &Event) {
+    match catch_unwind(AssertUnwindSafe(|| (e.f)(event))) {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => listener_failed(e.id, event, &*err),
+        Err(p) => listener_panicked(e.id, event, &panic_message(p.as_ref())),
+    }
+}
+
+fn listener_failed(id: ListenerId, event: &Event, err: &dyn std::error::Error) {
+    tracing::warn!(
+        target: TARGET,
+        listener = id.0,
+        event = event.name(),
+        seq = event.seq,
+        "an event listener failed: {err}; it is skipped for this event"
+    );
+}
+
+fn listener_panicked(id: ListenerId, event: &Event, msg: &str) {
+    tracing::warn!(
+        target: TARGET,
+        listener = id.0,
+        event = event.name(),
+        seq = event.seq,
+        "an event listener panicked: {msg}; it is skipped for this event"
+    );
+}
+
+fn sink_failed(sink: &dyn Sink, what: &str, event: Option<&Event>, msg: &dyn fmt::Display) {
+    tracing::warn!(
+        target: TARGET,
+        sink = sink.name(),
+        event = event.map(Event::name),
+        seq = event.map(|e| e.seq),
+        "an event sink {what}: {msg}; it is skipped for this event"
+    );
+}
+
+// ---------------------------------------------------------------------- recent strings
+
+const RUN_ID: usize = 0;
+const PARENT: usize = 1;
+const CADENCE: usize = 2;
+
+thread_local! {
+    /// The last run id, parent run id and cadence name this thread put in an event: runs emit
+    /// many events, and sharing one `Arc<str>` saves an allocation per event and field.
+    static RECENT: RefCell<[Option<Arc<str>>; 3]> = const { RefCell::new([None, None, None]) };
+}
+
+/// `s` as an `Arc<str>`, shared with the previous event of this thread when equal.
+fn recent(slot: usize, s: &str) -> Arc<str> {
+    RECENT
+        .try_with(|r| {
+            let Ok(mut r) = r.try_borrow_mut() else {
+                return Arc::from(s);
+            };
+            match &r[slot] {
+                Some(a) if **a == *s => a.clone(),
+                _ => {
+                    let a: Arc<str> = Arc::from(s);
+                    r[slot] = Some(a.clone());
+                    a
+                }
+            }
+        })
+        .unwrap_or_else(|_| Arc::from(s))
+}
+
+// ---------------------------------------------------------------------- dispatcher
+
+/// Owns the queue's receiver while the dispatcher runs, and gives it back when the task ends
+/// (shutdown, or its runtime going away), so that a later event can start a new one.
+struct ReceiverGuard {
+    shared: Arc<Shared>,
+    rx: Option<mpsc::Receiver<Msg>>,
+}
+
+impl Drop for ReceiverGuard {
+    fn drop(&mut self) {
+        let mut slot = self
+            .shared
+            .rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *slot = self.rx.take();
+        self.shared.running.store(false, Ordering::Release);
+    }
+}
+
+/// The dispatcher task: async listeners, sinks and subscribers, one event at a time. It
+/// flushes sinks one second after the first event they received since the last flush (no
+/// timer while idle), and ends, flushing, when every emitter is gone.
+async fn dispatch(mut guard: ReceiverGuard) {
+    let shared = guard.shared.clone();
+    let Some(rx) = guard.rx.as_mut() else { return };
+    let timer = tokio::time::sleep(FLUSH_EVERY);
+    tokio::pin!(timer);
+    let mut armed = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut timer, if armed => {
+                armed = false;
+                flush_sinks(&shared).await;
+            }
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    flush_sinks(&shared).await;
+                    return;
+                }
+                for msg in batch.drain(..) {
+                    match msg {
+                        Msg::Event(event) => {
+                            if dispatch_one(&shared, event).await && !armed {
+                                timer.as_mut().reset(tokio::time::Instant::now() + FLUSH_EVERY);
+                                armed = true;
+                            }
+                        }
+                        Msg::Flush(ack) => {
+                            armed = false;
+                            flush_sinks(&shared).await;
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Delivers one queued event; returns whether a sink received it.
+async fn dispatch_one(shared: &Shared, event: Event) -> bool {
+    let table = shared.table();
+    let k = event.kind.index();
+    let listeners = if k == UNKNOWN {
+        ordered(event.name(), table.asyncs[k].iter())
+    } else {
+        table.asyncs[k].iter().collect()
+    };
+    for e in listeners {
+        match catch_unwind(AssertUnwindSafe(|| (e.f)(event.clone()))) {
+            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => listener_failed(e.id, &event, &*err),
+                Err(p) => listener_panicked(e.id, &event, &panic_message(p.as_ref())),
+            },
+            Err(p) => listener_panicked(e.id, &event, &panic_message(p.as_ref())),
+        }
+    }
+    for (_, sink) in table.sinks.iter() {
+        let sent = catch_unwind(AssertUnwindSafe(|| sink.send(&event)));
+        match sent {
+            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => sink_failed(&**sink, "failed", Some(&event), &err),
+                Err(p) => sink_failed(
+                    &**sink,
+                    "panicked",
+                    Some(&event),
+                    &panic_message(p.as_ref()),
+                ),
+            },
+            Err(p) => sink_failed(
+                &**sink,
+                "panicked",
+                Some(&event),
+                &panic_message(p.as_ref()),
+            ),
+        }
+    }
+    if table.broadcast {
+        if shared.broadcast.receiver_count() == 0 {
+            shared.forget_subscribers();
+        } else {
+            // A full channel evicts its oldest value, which some receiver has not seen.
+            if shared.broadcast.len() >= shared.broadcast_capacity {
+                shared.count_drop();
+            }
+            let _ = shared.broadcast.send(event);
+        }
+    }
+    !table.sinks.is_empty()
+}
+
+async fn flush_sinks(shared: &Shared) {
+    let table = shared.table();
+    for (_, sink) in table.sinks.iter() {
+        match catch_unwind(AssertUnwindSafe(|| sink.flush())) {
+            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => sink_failed(&**sink, "failed to flush", None, &err),
+                Err(p) => sink_failed(
+                    &**sink,
+                    "panicked while flushing",
+                    None,
+                    &panic_message(p.as_ref()),
+                ),
+            },
+            Err(p) => sink_failed(
+                &**sink,
+                "panicked while flushing",
+                None,
+                &panic_message(p.as_ref()),
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------- Hook
+
+impl<S> Hook<S> for EventEmitter {
+    fn on_cadence_start(&self, cx: &HookContext<'_>, _score: &S) {
+        self.occur(cx, kind::CADENCE_STARTED, || EventKind::CadenceStarted {
+            resumed: false,
+            replayed: false,
+        });
+    }
+
+    fn on_cadence_end(
+        &self,
+        cx: &HookContext<'_>,
+        _score: &S,
+        duration: Duration,
+        outcome: &RunOutcome<'_>,
+    ) {
+        self.cadence_end(cx, duration, outcome, None);
+    }
+
+    fn on_measure_start(&self, cx: &HookContext<'_>, path: &str, kind: MeasureKind) {
+        self.occur(cx, kind::MEASURE_STARTED, || EventKind::MeasureStarted {
+            path: path.into(),
+            kind,
+        });
+    }
+
+    fn on_measure_end(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        duration: Duration,
+        outcome: &MeasureOutcome<'_>,
+    ) {
+        self.occur(cx, kind::MEASURE_FINISHED, || {
+            let (outcome, error) = match outcome {
+                MeasureOutcome::Succeeded => (MeasureStatus::Succeeded, None),
+                MeasureOutcome::Stopped => (MeasureStatus::Stopped, None),
+                MeasureOutcome::Failed(e) => (MeasureStatus::Failed, Some(EventError::from(*e))),
+                MeasureOutcome::Cancelled => (MeasureStatus::Cancelled, None),
+            };
+            EventKind::MeasureFinished {
+                path: path.into(),
+                duration: micros_dur(duration),
+                outcome,
+                error,
+            }
+        });
+    }
+
+    fn on_note_start(&self, cx: &HookContext<'_>, path: &str, attempt: u32, _score: &S) {
+        self.occur(cx, kind::NOTE_STARTED, || EventKind::NoteStarted {
+            path: path.into(),
+            attempt,
+        });
+    }
+
+    fn on_note_end(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        attempt: u32,
+        duration: Duration,
+        outcome: &NoteOutcome<'_>,
+        _score: &S,
+    ) {
+        let duration = micros_dur(duration);
+        match *outcome {
+            NoteOutcome::Succeeded | NoteOutcome::Stopped => {
+                self.occur(cx, kind::NOTE_COMPLETED, || EventKind::NoteCompleted {
+                    path: path.into(),
+                    attempt,
+                    duration,
+                    stopped: matches!(outcome, NoteOutcome::Stopped),
+                })
+            }
+            NoteOutcome::Failed(e) => self.occur(cx, kind::NOTE_FAILED, || EventKind::NoteFailed {
+                path: path.into(),
+                attempt,
+                duration,
+                error: e.into(),
+            }),
+            NoteOutcome::Cancelled => {
+                self.occur(cx, kind::NOTE_CANCELLED, || EventKind::NoteCancelled {
+                    path: path.into(),
+                    attempt,
+                    duration,
+                })
+            }
+            // `note.retrying` reports the failed attempt (EVT-2).
+            NoteOutcome::WillRetry(_) => {}
+        }
+    }
+
+    fn on_retry(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        attempt: u32,
+        delay: Duration,
+        error: &CadenceError,
+    ) {
+        self.occur(cx, kind::NOTE_RETRYING, || EventKind::NoteRetrying {
+            path: path.into(),
+            attempt,
+            delay: micros_dur(delay),
+            error: error.into(),
+        });
+    }
+
+    fn on_fallback(&self, cx: &HookContext<'_>, path: &str, error: &CadenceError) {
+        self.occur(cx, kind::NOTE_FALLBACK_USED, || {
+            EventKind::NoteFallbackUsed {
+                path: path.into(),
+                error: error.into(),
+            }
+        });
+    }
+
+    fn on_circuit_state_change(
+        &self,
+        cx: &HookContext<'_>,
+        circuit: &str,
+        from: CircuitState,
+        to: CircuitState,
+    ) {
+        self.occur(cx, kind::CIRCUIT_STATE_CHANGED, || {
+            EventKind::CircuitStateChanged {
+                circuit: circuit.into(),
+                from,
+                to,
+            }
+        });
+    }
+
+    fn on_checkpoint_loaded(&self, cx: &HookContext<'_>, completed: usize, forced: bool) {
+        self.occur(cx, kind::CHECKPOINT_LOADED, || {
+            EventKind::CheckpointLoaded { completed, forced }
+        });
+    }
+
+    fn on_checkpoint_saved(&self, cx: &HookContext<'_>, path: &str, completed: usize) {
+        self.occur(cx, kind::CHECKPOINT_SAVED, || EventKind::CheckpointSaved {
+            path: path.into(),
+            completed,
+        });
+    }
+
+    fn on_checkpoint_error(&self, cx: &HookContext<'_>, error: &CadenceError) {
+        self.occur(cx, kind::CHECKPOINT_FAILED, || {
+            EventKind::CheckpointFailed {
+                error: error.into(),
+            }
+        });
+    }
+
+    fn on_note_skipped(&self, cx: &HookContext<'_>, path: &str, reason: SkipReason) {
+        self.occur(cx, kind::NOTE_SKIPPED, || EventKind::NoteSkipped {
+            path: path.into(),
+            reason,
+        });
+    }
+
+    fn on_branch_taken(&self, cx: &HookContext<'_>, path: &str, branch: &str, key: &str) {
+        self.occur(cx, kind::BRANCH_TAKEN, || EventKind::BranchTaken {
+            path: path.into(),
+            branch: branch.to_owned(),
+            key: key.to_owned(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------- ScoredEmitter
+
+/// An [`EventEmitter`] that also puts the score, rendered by a redaction function, into
+/// `cadence.*` end events (EVT-4). Made by [`EventEmitter::with_score`]; a [`Hook<S>`] for its
+/// one score type, sharing the emitter's listeners, queue and counters.
+pub struct ScoredEmitter<S> {
+    emitter: EventEmitter,
+    score: Arc<dyn Fn(&S) -> serde_json::Value + Send + Sync>,
+}
+
+impl<S> ScoredEmitter<S> {
+    /// The shared emitter.
+    pub fn emitter(&self) -> &EventEmitter {
+        &self.emitter
+    }
+}
+
+impl<S> Clone for ScoredEmitter<S> {
+    fn clone(&self) -> Self {
+        ScoredEmitter {
+            emitter: self.emitter.clone(),
+            score: self.score.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for ScoredEmitter<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScoredEmitter")
+            .field("emitter", &self.emitter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Hook<S> for ScoredEmitter<S> {
+    fn on_cadence_start(&self, cx: &HookContext<'_>, score: &S) {
+        Hook::<S>::on_cadence_start(&self.emitter, cx, score)
+    }
+
+    fn on_cadence_end(
+        &self,
+        cx: &HookContext<'_>,
+        score: &S,
+        duration: Duration,
+        outcome: &RunOutcome<'_>,
+    ) {
+        let render = || (self.score)(score);
+        self.emitter
+            .cadence_end(cx, duration, outcome, Some(&render));
+    }
+
+    fn on_measure_start(&self, cx: &HookContext<'_>, path: &str, kind: MeasureKind) {
+        Hook::<S>::on_measure_start(&self.emitter, cx, path, kind)
+    }
+
+    fn on_measure_end(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        duration: Duration,
+        outcome: &MeasureOutcome<'_>,
+    ) {
+        Hook::<S>::on_measure_end(&self.emitter, cx, path, duration, outcome)
+    }
+
+    fn on_note_start(&self, cx: &HookContext<'_>, path: &str, attempt: u32, score: &S) {
+        Hook::<S>::on_note_start(&self.emitter, cx, path, attempt, score)
+    }
+
+    fn on_note_end(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        attempt: u32,
+        duration: Duration,
+        outcome: &NoteOutcome<'_>,
+        score: &S,
+    ) {
+        Hook::<S>::on_note_end(&self.emitter, cx, path, attempt, duration, outcome, score)
+    }
+
+    fn on_retry(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        attempt: u32,
+        delay: Duration,
+        error: &CadenceError,
+    ) {
+        Hook::<S>::on_retry(&self.emitter, cx, path, attempt, delay, error)
+    }
+
+    fn on_timeout(&self, cx: &HookContext<'_>, path: &str, attempt: u32, after: Duration) {
+        Hook::<S>::on_timeout(&self.emitter, cx, path, attempt, after)
+    }
+
+    fn on_fallback(&self, cx: &HookContext<'_>, path: &str, error: &CadenceError) {
+        Hook::<S>::on_fallback(&self.emitter, cx, path, error)
+    }
+
+    fn on_circuit_state_change(
+        &self,
+        cx: &HookContext<'_>,
+        circuit: &str,
+        from: CircuitState,
+        to: CircuitState,
+    ) {
+        Hook::<S>::on_circuit_state_change(&self.emitter, cx, circuit, from, to)
+    }
+
+    fn on_checkpoint_loaded(&self, cx: &HookContext<'_>, completed: usize, forced: bool) {
+        Hook::<S>::on_checkpoint_loaded(&self.emitter, cx, completed, forced)
+    }
+
+    fn on_checkpoint_saved(&self, cx: &HookContext<'_>, path: &str, completed: usize) {
+        Hook::<S>::on_checkpoint_saved(&self.emitter, cx, path, completed)
+    }
+
+    fn on_checkpoint_error(&self, cx: &HookContext<'_>, error: &CadenceError) {
+        Hook::<S>::on_checkpoint_error(&self.emitter, cx, error)
+    }
+
+    fn on_note_skipped(&self, cx: &HookContext<'_>, path: &str, reason: SkipReason) {
+        Hook::<S>::on_note_skipped(&self.emitter, cx, path, reason)
+    }
+
+    fn on_branch_taken(&self, cx: &HookContext<'_>, path: &str, branch: &str, key: &str) {
+        Hook::<S>::on_branch_taken(&self.emitter, cx, path, branch, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert_eq!(Pattern::parse("*"), Pattern::Any);
+        assert_eq!(Pattern::parse("note.*"), Pattern::Prefix("note.".into()));
+        assert_eq!(
+            Pattern::parse("note.completed"),
+            Pattern::Exact("note.completed".into())
+        );
+        assert_eq!(Pattern::parse("note*"), Pattern::Exact("note*".into()));
+        assert_eq!(Pattern::parse("note.*").rank("note.started"), Some(1));
+        assert_eq!(Pattern::parse("note.*").rank("notes.x"), None);
+        assert!(!Pattern::parse("note.started").matches_unknown());
+        assert!(Pattern::parse("custom.thing").matches_unknown());
+    }
+
+    #[test]
+    fn interest_tracks_registrations() {
+        let e = EventEmitter::new();
+        assert_eq!(e.inner.shared.interest.load(Ordering::Relaxed), 0);
+        let id = e.on("note.completed", |_: &Event| {});
+        let mask = e.inner.shared.interest.load(Ordering::Relaxed);
+        assert_eq!(mask, sync_bit(kind::NOTE_COMPLETED));
+        assert!(e.off(id));
+        assert!(!e.off(id));
+        assert_eq!(e.inner.shared.interest.load(Ordering::Relaxed), 0);
+        let _rx = e.subscribe();
+        let mask = e.inner.shared.interest.load(Ordering::Relaxed);
+        assert_eq!(mask, (0..SLOTS).map(queue_bit).fold(0, |a, b| a | b));
+    }
+
+    #[test]
+    fn recent_strings_are_shared() {
+        let a = recent(RUN_ID, "run-1");
+        let b = recent(RUN_ID, "run-1");
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = recent(RUN_ID, "run-2");
+        assert_eq!(&*c, "run-2");
+    }
+}
