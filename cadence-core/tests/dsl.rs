@@ -190,7 +190,7 @@ fn cadence_name_must_follow_gen1() {
 #[test]
 fn measure_name_must_follow_gen1() {
     // DSL-4, GEN-1, for every kind of measure.
-    for bad in ["a/b", "a\nb", "x\u{7f}"] {
+    for bad in ["a/b", "a\nb", "x\u{7f}", "c1\u{85}"] {
         let ps = problems(Cadence::<Log>::new("c").then(bad, push("a")).build());
         assert_eq!(ps.len(), 1, "{bad:?}: {ps:?}");
         let ps = problems(Cadence::<Log>::new("c").sequence(bad, [push("a")]).build());
