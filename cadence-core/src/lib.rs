@@ -42,6 +42,7 @@
 //! - [`note`]: notes, [`NoteContext`], [`Control`].
 //! - [`cond`]: split conditions and route selectors.
 //! - [`handler`]: the `on_error` handler.
+//! - [`checkpoint`]: checkpoint records and stores, for resuming crashed runs.
 //! - [`hook`]: the [`Hook`] trait and its composition.
 //! - [`event`]: [`Event`]s, the [`EventEmitter`] and its sinks, [`LoggingHooks`], [`TimingHooks`].
 //! - [`score`]: [`Score`], [`Shared`] and [`MergeStrategy`] for parallel groups.
@@ -59,6 +60,7 @@
 
 pub mod builder;
 mod cadence;
+pub mod checkpoint;
 pub mod cond;
 pub mod describe;
 mod engine;
