@@ -101,13 +101,6 @@ pub const FIGURES: &[Figure] = &[
         goal: Goal::OverheadAtMost(100.0),
         run: crate::emitter::emitter1,
     },
-    Figure {
-        id: "tmp.emitter",
-        unit: "ns",
-        baseline: "no hooks",
-        goal: Goal::OverheadAtMost(100.0),
-        run: crate::emitter::emitter_variants,
-    },
 ];
 
 /// `harness.selftest`: a `Vec` push loop against itself, exercising the whole pipeline
