@@ -22,8 +22,12 @@ use std::time::{Duration, SystemTime};
 use crate::error::{CadenceError, CheckpointErrorKind};
 use crate::hook::TraceContext;
 
+#[cfg(feature = "test-util")]
+pub mod conformance;
+mod file;
 mod memory;
 
+pub use file::FileStore;
 pub use memory::MemoryStore;
 
 /// The record format version this library writes and reads (CKP-2).
