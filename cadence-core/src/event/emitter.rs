@@ -271,6 +271,9 @@ struct Inner {
 ///   queued once there is room again.
 /// - A listener or sink that panics or returns an error is logged (target `cadence::events`,
 ///   WARN) and skipped for that event (EVT-7).
+/// - The dispatcher task starts on the current tokio runtime (with time enabled) when the
+///   first event needs the queue. Events emitted outside any runtime wait in the queue (and
+///   are dropped once it is full) until one starts it ([`start`](Self::start), `flush`…).
 ///
 /// ```
 /// use cadence_core::{BoxError, Cadence, note};
