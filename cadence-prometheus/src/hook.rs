@@ -12,7 +12,7 @@ use cadence_core::{CadenceError, Hook, HookContext, NoteOutcome, RunOutcome};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::builder::PrometheusHookBuilder;
-use crate::cache::{Entry, Table};
+use crate::cache::Table;
 
 /// `outcome` label values of `cadence_runs_total`, indexed by [`run_outcome`].
 const RUN_OUTCOMES: [&str; 5] = ["success", "partial", "stopped", "failure", "cancelled"];
@@ -122,7 +122,6 @@ impl PrometheusHook {
 
 /// Label-resolved handles of one cadence.
 struct CadenceEntry {
-    cadence: Box<str>,
     /// `cadence_runs_total`, by [`RUN_OUTCOMES`]; all five exist from the first sight on.
     runs: [IntCounter; 5],
     duration: Histogram,
@@ -131,16 +130,9 @@ struct CadenceEntry {
     live: AtomicU64,
 }
 
-impl Entry for CadenceEntry {
-    fn is_for(&self, labels: &[&str]) -> bool {
-        matches!(labels, [c] if *c == &*self.cadence)
-    }
-}
-
 impl CadenceEntry {
     fn new(f: &Families, cadence: &str) -> Self {
         CadenceEntry {
-            cadence: cadence.into(),
             runs: RUN_OUTCOMES.map(|o| f.runs.with_label_values(&[cadence, o])),
             duration: f.run_duration.with_label_values(&[cadence]),
             in_flight: f.in_flight.with_label_values(&[cadence]),
@@ -171,30 +163,11 @@ impl CadenceEntry {
 
 /// Label-resolved handles of one note of one cadence; the series of an outcome, the retry
 /// and fallback counters are created when they first happen.
+#[derive(Default)]
 struct NoteEntry {
-    cadence: Box<str>,
-    note: Box<str>,
     durations: [OnceLock<Histogram>; 5],
     retries: OnceLock<IntCounter>,
     fallbacks: OnceLock<IntCounter>,
-}
-
-impl Entry for NoteEntry {
-    fn is_for(&self, labels: &[&str]) -> bool {
-        matches!(labels, [c, n] if *n == &*self.note && *c == &*self.cadence)
-    }
-}
-
-impl NoteEntry {
-    fn new(cadence: &str, note: &str) -> Self {
-        NoteEntry {
-            cadence: cadence.into(),
-            note: note.into(),
-            durations: Default::default(),
-            retries: OnceLock::new(),
-            fallbacks: OnceLock::new(),
-        }
-    }
 }
 
 /// The index of a run outcome in [`RUN_OUTCOMES`]; `None` for kinds added to cadence-core
@@ -287,8 +260,7 @@ impl Inner {
 
     #[inline]
     fn with_note(&self, cadence: &str, note: &str, f: impl FnOnce(&NoteEntry)) {
-        self.notes
-            .with(&[cadence, note], || NoteEntry::new(cadence, note), f)
+        self.notes.with(&[cadence, note], NoteEntry::default, f)
     }
 }
 
