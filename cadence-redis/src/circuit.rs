@@ -135,12 +135,7 @@ impl RemoteCircuitState for RedisCircuitState {
                 .redis
                 .run(
                     || format!("reading the state of circuit '{circuit}'"),
-                    async {
-                        redis::cmd("HGETALL")
-                            .arg(&key)
-                            .query_async(&mut conn)
-                            .await
-                    },
+                    async { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await },
                 )
                 .await?;
             if fields.is_empty() {

@@ -152,9 +152,7 @@ impl RedisBuilder {
         if is_tls(&self.url) && !cfg!(feature = "tls") {
             return Err(CadenceError::checkpoint(
                 CheckpointErrorKind::Unsupported,
-                format!(
-                    "{url}: TLS (rediss://) needs cadence-redis built with the feature `tls`"
-                ),
+                format!("{url}: TLS (rediss://) needs cadence-redis built with the feature `tls`"),
             ));
         }
         #[cfg(feature = "tls")]
@@ -341,7 +339,10 @@ impl Redis {
         let url = &self.inner.url;
         let msg = match kind {
             CheckpointErrorKind::Unavailable => {
-                format!("Redis at {url} is unavailable: {what}: {}", describe_error(e))
+                format!(
+                    "Redis at {url} is unavailable: {what}: {}",
+                    describe_error(e)
+                )
             }
             _ => format!("Redis at {url}: {what}: {}", describe_error(e)),
         };
@@ -448,7 +449,10 @@ mod tests {
             .connect_lazy()
             .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("http://nowhere/") && !msg.contains("pw"), "{msg}");
+        assert!(
+            msg.contains("http://nowhere/") && !msg.contains("pw"),
+            "{msg}"
+        );
     }
 
     #[cfg(not(feature = "tls"))]
@@ -458,7 +462,10 @@ mod tests {
             .connect_lazy()
             .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("`tls`") && msg.contains("rediss://h:6379/"), "{msg}");
+        assert!(
+            msg.contains("`tls`") && msg.contains("rediss://h:6379/"),
+            "{msg}"
+        );
         assert!(!msg.contains("pw"), "{msg}");
     }
 }

@@ -383,7 +383,10 @@ impl RedisEventReader {
             self.redis.client().clone(),
             manager_config(timeout, timeout.saturating_add(self.block)),
         )
-        .map_err(|e| self.redis.error("opening the event reader's connection", &e))?;
+        .map_err(|e| {
+            self.redis
+                .error("opening the event reader's connection", &e)
+        })?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
@@ -471,7 +474,9 @@ fn entries(reply: Value) -> Vec<(String, Vec<Value>)> {
     };
     let mut out = Vec::new();
     for stream in streams {
-        let Value::Array(items) = stream else { continue };
+        let Value::Array(items) = stream else {
+            continue;
+        };
         for item in items {
             let Value::Array(mut parts) = item else {
                 continue;

@@ -155,7 +155,11 @@ impl RedisStore {
     }
 
     /// The raw bytes of the record of (cadence, run id), if any — for inspection and tests.
-    pub async fn get_raw(&self, cadence: &str, run_id: &str) -> Result<Option<Vec<u8>>, CadenceError> {
+    pub async fn get_raw(
+        &self,
+        cadence: &str,
+        run_id: &str,
+    ) -> Result<Option<Vec<u8>>, CadenceError> {
         let key = self.redis.keys().run(cadence, run_id).record;
         let mut conn = self.redis.connection();
         self.redis
@@ -167,7 +171,12 @@ impl RedisStore {
 
     /// Stores raw bytes as the record of (cadence, run id), with the record TTL — for tests of
     /// corrupt data.
-    pub async fn put_raw(&self, cadence: &str, run_id: &str, bytes: &[u8]) -> Result<(), CadenceError> {
+    pub async fn put_raw(
+        &self,
+        cadence: &str,
+        run_id: &str,
+        bytes: &[u8],
+    ) -> Result<(), CadenceError> {
         let keys = self.redis.keys();
         let key = keys.run(cadence, run_id).record;
         let index = keys.index(cadence);
@@ -295,12 +304,7 @@ impl CheckpointStore for RedisStore {
                 .redis
                 .run(
                     || format!("loading the checkpoint of run '{run_id}' of '{cadence}'"),
-                    async {
-                        redis::cmd("GET")
-                            .arg(&key)
-                            .query_async(&mut conn)
-                            .await
-                    },
+                    async { redis::cmd("GET").arg(&key).query_async(&mut conn).await },
                 )
                 .await?;
             match bytes {
@@ -353,10 +357,12 @@ impl CheckpointStore for RedisStore {
             let (written,): (Value,) = self
                 .redis
                 .run(
-                    || format!(
-                        "saving the checkpoint of run '{}' of '{}'",
-                        record.run_id, record.cadence
-                    ),
+                    || {
+                        format!(
+                            "saving the checkpoint of run '{}' of '{}'",
+                            record.run_id, record.cadence
+                        )
+                    },
                     Self::query_scripted(&mut conn, &pipe, &[&SAVE]),
                 )
                 .await?;
@@ -455,7 +461,10 @@ impl CheckpointStore for RedisStore {
                     let mut pipe = redis::pipe();
                     for id in chunk {
                         let run = keys.run_escaped(&escaped, &crate::keys::escape(id));
-                        pipe.cmd("GET").arg(&run.record).cmd("EXISTS").arg(&run.lease);
+                        pipe.cmd("GET")
+                            .arg(&run.record)
+                            .cmd("EXISTS")
+                            .arg(&run.lease);
                     }
                     let values: Vec<Value> = self
                         .redis
@@ -475,7 +484,7 @@ impl CheckpointStore for RedisStore {
                         };
                         // Corrupt records are left alone (and out of the list), as in
                         // every store; `load` reports them.
-                        let Ok(record) = Record::from_json(&bytes) else {
+                        let Ok(record) = Record::from_json(bytes) else {
                             continue;
                         };
                         if record.is_expired(now) {
@@ -551,10 +560,12 @@ impl CheckpointStore for RedisStore {
             let renewed: i64 = self
                 .redis
                 .run(
-                    || format!(
-                        "renewing the lease of run '{}' of '{}'",
-                        lease.run_id, lease.cadence
-                    ),
+                    || {
+                        format!(
+                            "renewing the lease of run '{}' of '{}'",
+                            lease.run_id, lease.cadence
+                        )
+                    },
                     async {
                         RENEW
                             .key(&run.lease)
@@ -581,10 +592,12 @@ impl CheckpointStore for RedisStore {
             let _released: i64 = self
                 .redis
                 .run(
-                    || format!(
-                        "releasing the lease of run '{}' of '{}'",
-                        lease.run_id, lease.cadence
-                    ),
+                    || {
+                        format!(
+                            "releasing the lease of run '{}' of '{}'",
+                            lease.run_id, lease.cadence
+                        )
+                    },
                     async {
                         RELEASE
                             .key(&run.lease)

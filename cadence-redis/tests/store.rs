@@ -55,7 +55,10 @@ async fn keys_share_a_hash_tag_and_every_key_has_a_ttl() {
     let lease_ttl = ttl(lease_key.clone()).await;
     assert!(lease_ttl > 25_000 && lease_ttl <= 30_000, "{lease_ttl}");
     let fence_ttl = ttl(fence.clone()).await;
-    assert!(fence_ttl > week && fence_ttl <= week + 30_000, "{fence_ttl}");
+    assert!(
+        fence_ttl > week && fence_ttl <= week + 30_000,
+        "{fence_ttl}"
+    );
 
     let mut r = record("checkout", "order-1", 1);
     r.fence = lease.token;
@@ -97,7 +100,10 @@ async fn round_trip_overwrite_clear_with_awkward_names() {
     store.save(&r1, None).await.unwrap();
     assert_eq!(store.load(c, id).await.unwrap(), Some(r1));
     // A different pair that would collide without escaping.
-    assert_eq!(store.load("pay", "ment {eu}:order:1}{%").await.unwrap(), None);
+    assert_eq!(
+        store.load("pay", "ment {eu}:order:1}{%").await.unwrap(),
+        None
+    );
     let r2 = record(c, id, 2);
     store.save(&r2, None).await.unwrap();
     assert_eq!(store.load(c, id).await.unwrap(), Some(r2));
@@ -253,7 +259,10 @@ async fn two_workers_racing_the_stale_one_is_rejected_every_time() {
             .with_prefix(prefix.clone())
             .connect()
     };
-    let workers = [connect().await.unwrap().store(), connect().await.unwrap().store()];
+    let workers = [
+        connect().await.unwrap().store(),
+        connect().await.unwrap().store(),
+    ];
     let ttl = Duration::from_millis(200);
     let rounds: u32 = 20;
     let saves_per_round: u64 = 15;
@@ -284,11 +293,19 @@ async fn two_workers_racing_the_stale_one_is_rejected_every_time() {
             let lease = lease.clone();
             let saved = owner_saved.clone();
             tasks.push(tokio::spawn(async move {
-                let mut r = Record::new("race", "r1", "f", json!({ "n": 1000 * u64::from(round) + i }));
+                let mut r = Record::new(
+                    "race",
+                    "r1",
+                    "f",
+                    json!({ "n": 1000 * u64::from(round) + i }),
+                );
                 r.fence = lease.token;
                 store.save(&r, Some(&lease)).await.unwrap();
                 // Keep the lease alive while saving.
-                store.renew_lease(&lease, Duration::from_millis(200)).await.unwrap();
+                store
+                    .renew_lease(&lease, Duration::from_millis(200))
+                    .await
+                    .unwrap();
                 saved.fetch_add(1, Ordering::Relaxed);
             }));
             if let Some((stale_worker, stale_lease)) = previous.clone() {
@@ -311,8 +328,15 @@ async fn two_workers_racing_the_stale_one_is_rejected_every_time() {
         for t in tasks {
             t.await.unwrap();
         }
-        let now = workers[1 - owner].load("race", "r1").await.unwrap().unwrap();
-        assert_eq!(now.fence, lease.token, "the record holds the owner's progress");
+        let now = workers[1 - owner]
+            .load("race", "r1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            now.fence, lease.token,
+            "the record holds the owner's progress"
+        );
         assert!(now.score["n"].as_u64().unwrap() < 999_999);
         previous = Some((owner, lease));
         // The owner now stalls: it stops renewing, and its lease expires.
@@ -344,7 +368,10 @@ async fn concurrent_saves_are_never_torn() {
                 r.completed = vec![format!("{w}-{i}")];
                 store.save(&r, None).await.unwrap();
                 let got = store.load("torn", "r").await.unwrap().unwrap();
-                let (gw, gi) = (got.score["w"].as_u64().unwrap(), got.score["i"].as_u64().unwrap());
+                let (gw, gi) = (
+                    got.score["w"].as_u64().unwrap(),
+                    got.score["i"].as_u64().unwrap(),
+                );
                 assert_eq!(got.completed, [format!("{gw}-{gi}")]);
                 assert_eq!(got.score["pad"].as_str().unwrap().len(), 64 * 1024);
             }
@@ -369,17 +396,21 @@ async fn unreachable_redis_is_unavailable_within_the_timeout() {
     for _ in 0..3 {
         let started = Instant::now();
         let e = store.load("c", "r").await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(kind(&e), Some(CheckpointErrorKind::Unavailable), "{e}");
         let msg = e.to_string();
-        assert!(msg.contains(&format!("redis://127.0.0.1:{port}/0")), "{msg}");
+        assert!(
+            msg.contains(&format!("redis://127.0.0.1:{port}/0")),
+            "{msg}"
+        );
         assert!(!msg.contains("s3cret") && !msg.contains("app:"), "{msg}");
         assert!(msg.contains("loading the checkpoint of run 'r'"), "{msg}");
     }
-    let e = store
-        .save(&record("c", "r", 1), None)
-        .await
-        .unwrap_err();
+    let e = store.save(&record("c", "r", 1), None).await.unwrap_err();
     assert_eq!(kind(&e), Some(CheckpointErrorKind::Unavailable), "{e}");
     let e = Redis::builder(format!("redis://127.0.0.1:{port}/"))
         .with_command_timeout(Duration::from_millis(300))
@@ -405,11 +436,17 @@ async fn a_frozen_redis_hits_the_command_timeout() {
         .store();
     store.save(&record("c", "r", 1), None).await.unwrap();
     let pid = server.pid().to_string();
-    std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
     let started = Instant::now();
     let e = store.load("c", "r").await.unwrap_err();
     let took = started.elapsed();
-    std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
     assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(kind(&e), Some(CheckpointErrorKind::Unavailable), "{e}");
     assert!(e.to_string().contains("no answer within"), "{e}");
@@ -424,7 +461,14 @@ async fn auth_with_the_password_in_the_url() {
     };
     let server = common::Throwaway::start_with(
         bin,
-        &["--save", "", "--appendonly", "no", "--requirepass", "s3cret-pw"],
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "s3cret-pw",
+        ],
         Some("s3cret-pw"),
     );
     let port = server.port;
@@ -478,7 +522,10 @@ async fn reconnects_after_a_restart_and_reloads_scripts() {
         .acquire_lease("c", "r", Duration::from_secs(10))
         .await
         .unwrap();
-    store.save(&record("c", "r", 1), Some(&lease)).await.unwrap();
+    store
+        .save(&record("c", "r", 1), Some(&lease))
+        .await
+        .unwrap();
 
     server.kill();
     let e = store.load("c", "r").await.unwrap_err();
@@ -495,7 +542,10 @@ async fn reconnects_after_a_restart_and_reloads_scripts() {
             }
             Err(e) => {
                 assert_eq!(kind(&e), Some(CheckpointErrorKind::Unavailable), "{e}");
-                assert!(started.elapsed() < Duration::from_secs(10), "never came back: {e}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "never came back: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -512,10 +562,23 @@ async fn reconnects_after_a_restart_and_reloads_scripts() {
         .await
         .unwrap();
     let mut conn = store.redis().connection();
-    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
-    store.save(&record("c", "r", 3), Some(&again)).await.unwrap();
-    assert_eq!(store.load("c", "r").await.unwrap().unwrap().completed.len(), 3);
-    store.renew_lease(&again, Duration::from_secs(10)).await.unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store
+        .save(&record("c", "r", 3), Some(&again))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load("c", "r").await.unwrap().unwrap().completed.len(),
+        3
+    );
+    store
+        .renew_lease(&again, Duration::from_secs(10))
+        .await
+        .unwrap();
     store.release_lease(&again).await.unwrap();
 }
 
@@ -529,7 +592,14 @@ async fn redis_killed_and_restarted_mid_load_leaves_no_corrupt_record() {
     };
     let mut server = common::Throwaway::start_with(
         bin,
-        &["--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ],
         None,
     );
     let redis = Redis::builder(server.url())
@@ -550,7 +620,10 @@ async fn redis_killed_and_restarted_mid_load_leaves_no_corrupt_record() {
             let deadline = Instant::now() + Duration::from_secs(20);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if lease.is_none() {
-                    match store.acquire_lease("load", &run, Duration::from_secs(5)).await {
+                    match store
+                        .acquire_lease("load", &run, Duration::from_secs(5))
+                        .await
+                    {
                         Ok(l) => lease = Some(l),
                         Err(e) => {
                             assert!(kind(&e).is_some(), "{e}");
@@ -561,7 +634,12 @@ async fn redis_killed_and_restarted_mid_load_leaves_no_corrupt_record() {
                     }
                 }
                 n += 1;
-                let mut r = Record::new("load", &run, "f", json!({ "n": n, "pad": "y".repeat(2000) }));
+                let mut r = Record::new(
+                    "load",
+                    &run,
+                    "f",
+                    json!({ "n": n, "pad": "y".repeat(2000) }),
+                );
                 r.completed = (0..n % 50).map(|i| format!("m{i}")).collect();
                 match store.save(&r, lease.as_ref()).await {
                     Ok(()) => {
@@ -570,7 +648,10 @@ async fn redis_killed_and_restarted_mid_load_leaves_no_corrupt_record() {
                     Err(e) => {
                         let k = kind(&e).expect("a checkpoint error");
                         assert!(
-                            matches!(k, CheckpointErrorKind::Unavailable | CheckpointErrorKind::LeaseLost),
+                            matches!(
+                                k,
+                                CheckpointErrorKind::Unavailable | CheckpointErrorKind::LeaseLost
+                            ),
                             "{e}"
                         );
                         if k == CheckpointErrorKind::LeaseLost {
@@ -593,7 +674,10 @@ async fn redis_killed_and_restarted_mid_load_leaves_no_corrupt_record() {
     let started = Instant::now();
     let after_restart = ok.load(Ordering::Relaxed);
     while ok.load(Ordering::Relaxed) < after_restart + 100 {
-        assert!(started.elapsed() < Duration::from_secs(10), "saves never resumed");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "saves never resumed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Relaxed);

@@ -31,7 +31,9 @@ fn env_or_skip(name: &str, test: &str) -> Option<String> {
              `cargo xtask test`"
         ),
         _ => {
-            eprintln!("SKIPPED {test}: {name} is not set (run `cargo xtask test -- -p cadence-redis`)");
+            eprintln!(
+                "SKIPPED {test}: {name} is not set (run `cargo xtask test -- -p cadence-redis`)"
+            );
             None
         }
     }
