@@ -13,12 +13,15 @@ use crate::cadence::GroupOps;
 use crate::cadence::{
     Cadence, ChildMeasure, ChildRunner, CompiledNote, Inner, Measure, MeasureBody,
 };
+use crate::checkpoint::session::{Checkpointing, Codec};
+use crate::checkpoint::{CheckpointStore, OnCheckpointError};
 use crate::cond::{IntoCondition, IntoSelector, Selector};
 use crate::error::{CadenceError, Problem};
 use crate::handler::{Handler, IntoHandler, OnError};
 use crate::hook::{Hook, MeasureKind};
 use crate::note::Note;
 use crate::score::{MergeStrategy, Score};
+use std::time::Duration;
 
 pub(crate) enum SpecBody<S> {
     Note(Note<S>),
@@ -70,6 +73,9 @@ pub struct CadenceBuilder<S> {
     pub(crate) measures: Vec<MeasureSpec<S>>,
     pub(crate) hooks: Vec<Box<dyn Hook<S>>>,
     pub(crate) on_error: Vec<(Handler<S>, OnError)>,
+    pub(crate) checkpoint: Vec<Checkpointing<S>>,
+    pub(crate) on_checkpoint_error: OnCheckpointError,
+    pub(crate) lease_ttl: Duration,
     pub(crate) note_spans: bool,
 }
 
@@ -89,6 +95,9 @@ impl<S: Send + 'static> CadenceBuilder<S> {
             measures: Vec::new(),
             hooks: Vec::new(),
             on_error: Vec::new(),
+            checkpoint: Vec::new(),
+            on_checkpoint_error: OnCheckpointError::Fail,
+            lease_ttl: Duration::from_secs(30),
             note_spans: true,
         }
     }
@@ -268,6 +277,50 @@ impl<S: Send + 'static> CadenceBuilder<S> {
         self
     }
 
+    /// Checkpoints every run to `store` (CKP-1), so a crashed run resumes where it stopped when
+    /// run again with the same run id. Runs then need a run id (RUN-2). Call at most once.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cadence_core::{BoxError, Cadence, RunOptions, note, checkpoint::MemoryStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = Arc::new(MemoryStore::new());
+    /// let cadence = Cadence::<u32>::new("counted")
+    ///     .then("bump", note::from_fn(|n: &mut u32| Box::pin(async move { *n += 1; Ok::<_, BoxError>(()) })))
+    ///     .with_checkpoint(store)
+    ///     .build()
+    ///     .unwrap();
+    /// let n = cadence.run_with(0, RunOptions::default().with_run_id("job-1")).await.unwrap();
+    /// assert_eq!(n, 1);
+    /// # });
+    /// ```
+    pub fn with_checkpoint(mut self, store: Arc<dyn CheckpointStore>) -> Self
+    where
+        S: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.checkpoint.push(Checkpointing {
+            store,
+            codec: Codec::new(),
+            on_error: OnCheckpointError::Fail,
+            lease_ttl: Duration::from_secs(30),
+        });
+        self
+    }
+
+    /// What a run does when a checkpoint save fails (CKP-8; default `Fail`).
+    pub fn on_checkpoint_error(mut self, mode: OnCheckpointError) -> Self {
+        self.on_checkpoint_error = mode;
+        self
+    }
+
+    /// How long a checkpoint lease lasts before it must be renewed (default 30 s; renewed every
+    /// third of it; CKP-9). Only stores with leases use it.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
     /// Adds hooks; repeatable, accumulating in call order (HOOK-3).
     pub fn with_hooks(mut self, hooks: impl Hook<S> + 'static) -> Self {
         self.hooks.push(Box::new(hooks));
@@ -401,6 +454,18 @@ impl<S: Send + 'static> CadenceBuilder<S> {
                 ));
             }
         }
+        if self.checkpoint.len() > 1 {
+            v.errors.push(Problem::new(
+                "",
+                "with_checkpoint is called more than once; keep one store",
+            ));
+        }
+        if self.lease_ttl.is_zero() {
+            v.errors.push(Problem::new(
+                "",
+                "the checkpoint lease ttl is zero; give it a positive duration",
+            ));
+        }
         if self.on_error.len() > 1 {
             v.errors.push(Problem::new(
                 "",
@@ -428,6 +493,12 @@ impl<S: Send + 'static> CadenceBuilder<S> {
             Some(self.hooks.into_boxed_slice())
         };
         let on_error = self.on_error.into_iter().next();
+        let (on_checkpoint_error, lease_ttl) = (self.on_checkpoint_error, self.lease_ttl);
+        let checkpoint = self.checkpoint.into_iter().next().map(|mut c| {
+            c.on_error = on_checkpoint_error;
+            c.lease_ttl = lease_ttl;
+            c
+        });
         Ok(Cadence {
             inner: Arc::new(Inner {
                 name,
@@ -435,6 +506,7 @@ impl<S: Send + 'static> CadenceBuilder<S> {
                 hooks,
                 on_error,
                 fingerprint,
+                checkpoint,
                 note_spans: self.note_spans,
                 hook_panics: AtomicU64::new(0),
                 warnings: v.warnings,

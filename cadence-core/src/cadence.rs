@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::builder::CadenceBuilder;
+use crate::checkpoint::session::{CheckpointRunOptions, Checkpointing, RunFlags};
 use crate::cond::{Condition, Selector};
 use crate::describe::Description;
 use crate::engine::{End, Flow, ParentLink, RunCtx};
@@ -106,6 +107,7 @@ pub(crate) struct Inner<S> {
     pub(crate) hooks: Option<Box<[Box<dyn Hook<S>>]>>,
     pub(crate) on_error: Option<(Handler<S>, OnError)>,
     pub(crate) fingerprint: String,
+    pub(crate) checkpoint: Option<Checkpointing<S>>,
     pub(crate) note_spans: bool,
     pub(crate) hook_panics: AtomicU64,
     pub(crate) warnings: Vec<Problem>,
@@ -214,11 +216,12 @@ impl<S: Send + 'static> Cadence<S> {
     ) -> impl Future<Output = Result<S, CadenceError>> + Send + '_ {
         // A combinator, not an async block: awaiting a captured future would store it twice.
         // No report either: a run id nobody read is never generated.
-        self.start(score, options).map(|(score, _, end)| match end {
-            End::Succeeded | End::Partial(_) | End::Stopped { .. } => Ok(score),
-            End::Failed { error, .. } => Err(error),
-            End::Cancelled => Err(CadenceError::Cancelled),
-        })
+        self.start(score, options)
+            .map(|(score, _, end, _)| match end {
+                End::Succeeded | End::Partial(_) | End::Stopped { .. } => Ok(score),
+                End::Failed { error, .. } => Err(error),
+                End::Cancelled => Err(CadenceError::Cancelled),
+            })
     }
 
     /// Runs the cadence and reports everything about how it ended (RUN-1, RUN-4).
@@ -231,7 +234,12 @@ impl<S: Send + 'static> Cadence<S> {
         options: RunOptions,
     ) -> impl Future<Output = RunReport<S>> + Send + '_ {
         self.start(score, options)
-            .map(|(score, run_id, end)| report(score, run_id.into_string(), end))
+            .map(|(score, run_id, end, flags)| {
+                let mut r = report(score, run_id.into_string(), end);
+                r.resumed = flags.resumed.into_inner();
+                r.replayed = flags.replayed.into_inner();
+                r
+            })
     }
 
     /// One run, from the options a caller gave to how it ended.
@@ -239,24 +247,43 @@ impl<S: Send + 'static> Cadence<S> {
         &self,
         mut score: S,
         options: RunOptions,
-    ) -> impl Future<Output = (S, RunId, End)> + Send + '_ {
+    ) -> impl Future<Output = (S, RunId, End, RunFlags)> + Send + '_ {
         // Only what the run needs is kept in its future (the hot path keeps futures small),
         // and nothing captured is moved again inside it (that would store it twice).
         let RunOptions {
             run_id,
+            trace,
+            allow_fingerprint_mismatch,
             cancellation,
-            ..
+            retain_outcome,
         } = options;
+        let checkpointing = self.inner.checkpoint.is_some();
         let (run_id, invalid) = match run_id {
+            None if checkpointing => (
+                RunId::given(String::new()),
+                Some(Box::new(CadenceError::validation(
+                    "",
+                    "this cadence checkpoints; pass a run id via RunOptions::with_run_id",
+                ))),
+            ),
             None => (RunId::lazy(), None),
             Some(id) => {
                 let invalid = check_run_id(&id).err().map(Box::new);
                 (RunId::given(id), invalid)
             }
         };
+        let ckpt_opts = checkpointing.then(|| {
+            Box::new(CheckpointRunOptions {
+                allow_fingerprint_mismatch,
+                trace,
+                retain_outcome,
+            })
+        });
         async move {
+            let flags = RunFlags::default();
             if let Some(e) = invalid {
-                return (score, run_id, End::failed(*e));
+                // RUN-2: before any hook.
+                return (score, run_id, End::failed(*e), flags);
             }
             let seq = AtomicU64::new(0);
             let end = {
@@ -273,10 +300,19 @@ impl<S: Send + 'static> Cadence<S> {
                     seq: &seq,
                     upstream: None,
                     observe: self.inner.hooks.is_some(),
+                    ckpt: None,
+                    flags: Some(&flags),
                 };
-                rc.execute(&mut score).await
+                match (&self.inner.checkpoint, ckpt_opts) {
+                    (Some(cfg), Some(opts)) => {
+                        let run: Pin<Box<dyn Future<Output = End> + Send + '_>> =
+                            Box::pin(rc.execute_checkpointed(cfg, &mut score, *opts));
+                        run.await
+                    }
+                    _ => rc.execute(&mut score).await,
+                }
             };
-            (score, run_id, end)
+            (score, run_id, end, flags)
         }
     }
 }
@@ -367,6 +403,9 @@ where
                     seq: rc.seq,
                     upstream: Some(&link),
                     observe: rc.observe || self.cadence.inner.hooks.is_some(),
+                    // CHILD-5: a child is one unit of its parent's checkpoint.
+                    ckpt: None,
+                    flags: None,
                 };
                 crc.execute(&mut child).await
             };
@@ -384,7 +423,7 @@ where
     }
 
     fn has_own_checkpoint(&self) -> bool {
-        false
+        self.cadence.inner.checkpoint.is_some()
     }
 
     fn describe(&self) -> Description {

@@ -275,7 +275,7 @@ pub(crate) fn describe<S>(inner: &Inner<S>) -> Description {
         version: 1,
         name: inner.name.to_string(),
         fingerprint: inner.fingerprint.clone(),
-        checkpointing: false,
+        checkpointing: inner.checkpoint.is_some(),
         on_error: inner.on_error.as_ref().map(|(_, mode)| *mode),
         measures: describe_measures(&inner.measures),
     }

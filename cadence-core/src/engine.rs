@@ -22,7 +22,10 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::cadence::{CompiledNote, GroupOps, Inner, Measure, MeasureBody};
+use crate::checkpoint::session::{CheckpointRunOptions, Checkpointing, Opened, RunFlags, Session};
+use crate::checkpoint::{OnCheckpointError, RecordStatus};
 use crate::cond::{CondFn, Condition, SelFn, Selector};
+use crate::error::CheckpointErrorKind;
 use crate::error::TimeoutScope;
 use crate::error::{BoxError, CadenceError, ErrorKind, panic_message};
 use crate::fallback::{Fallback, FallbackKind};
@@ -107,13 +110,9 @@ pub(crate) enum Occ<'a> {
     Timeout(&'a str, u32, Duration),
     Fallback(&'a str, &'a CadenceError),
     Circuit(&'a str, CircuitState, CircuitState),
-    #[allow(dead_code)]
     CheckpointLoaded(usize, bool),
-    #[allow(dead_code)]
     CheckpointSaved(&'a str, usize),
-    #[allow(dead_code)]
     CheckpointError(&'a CadenceError),
-    #[allow(dead_code)]
     Skipped(&'a str, SkipReason),
     Branch(&'a str, &'a str, &'a str),
 }
@@ -281,7 +280,19 @@ pub(crate) struct RunCtx<'r, S> {
     pub(crate) upstream: Option<&'r dyn Upstream>,
     /// Whether any hook in the run tree will see this run's occurrences.
     pub(crate) observe: bool,
+    /// The checkpoint session of a checkpointed root run.
+    pub(crate) ckpt: Option<&'r Session<S>>,
+    /// Resumed/replayed flags of the root run.
+    pub(crate) flags: Option<&'r RunFlags>,
 }
+
+impl<S> Clone for RunCtx<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for RunCtx<'_, S> {}
 
 fn elapsed(t0: Option<Instant>) -> Duration {
     t0.map(|t| t.elapsed()).unwrap_or_default()
@@ -325,13 +336,14 @@ impl<S> Drop for MeasureGuard<'_, '_, S> {
     }
 }
 
-/// The members of a parallel group: their clones (owned here so hooks can still see them after
-/// the member futures are gone) and which are finished. Reports `on_note_end(Cancelled)` for
-/// unfinished members if dropped mid-group (RUN-5) or told to after a failure (PAR-5).
+/// The members of a parallel group and which are finished. Reports `on_note_end(Cancelled)`
+/// for unfinished members if dropped mid-group (RUN-5) or told to after a failure (PAR-5).
 struct GroupGuard<'a, 'r, S> {
     rc: &'a RunCtx<'r, S>,
     notes: &'a [CompiledNote<S>],
-    clones: Vec<S>,
+    /// The live score; members own their clones, so a cancelled member is reported with the
+    /// pre-group score it started from.
+    live: &'a mut S,
     attempts: Vec<AtomicU32>,
     finished: Vec<bool>,
     t0: Option<Instant>,
@@ -350,7 +362,7 @@ impl<S> GroupGuard<'_, '_, S> {
                 let attempt = self.attempts[j].load(Ordering::Relaxed);
                 self.rc.emit(
                     Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Cancelled),
-                    self.clones.get(j),
+                    Some(&*self.live),
                 );
             }
         }
@@ -408,6 +420,12 @@ impl<'r, S> RunCtx<'r, S> {
             cadence: self.info.cadence,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             at: OnceCell::new(),
+            resumed: self
+                .flags
+                .is_some_and(|f| f.resumed.load(Ordering::Relaxed)),
+            replayed: self
+                .flags
+                .is_some_and(|f| f.replayed.load(Ordering::Relaxed)),
         };
         if let Some(up) = self.upstream {
             up.deliver(&cx, occ);
@@ -427,37 +445,149 @@ impl<'r, S> RunCtx<'r, S> {
 impl<'r, S: Send + 'static> RunCtx<'r, S> {
     /// Runs the cadence on `score`: hooks, span, cancellation, body (RUN-3…6).
     pub(crate) async fn execute(&self, score: &mut S) -> End {
+        self.execute_with(score, None, None, None).await
+    }
+
+    /// A checkpointed root run (CKP-4…9): open the session, then run or replay.
+    pub(crate) async fn execute_checkpointed(
+        &self,
+        cfg: &Checkpointing<S>,
+        score: &mut S,
+        opts: CheckpointRunOptions,
+    ) -> End {
+        let valid: Vec<&str> = self.inner.measures.iter().map(|m| &*m.path).collect();
+        let trace = opts.trace.or_else(|| {
+            self.inner
+                .hooks
+                .iter()
+                .flat_map(|hs| hs.iter())
+                .find_map(|h| h.trace_context())
+        });
+        let opened = Session::open(
+            cfg,
+            &self.inner.name,
+            self.info.run_id.get(),
+            &self.inner.fingerprint,
+            opts.allow_fingerprint_mismatch,
+            trace,
+            &valid,
+            score,
+        )
+        .await;
+        match opened {
+            Err(e) => {
+                self.execute_with(score, Some(End::failed(e)), None, None)
+                    .await
+            }
+            Ok(Opened::Replay(stored, status)) => {
+                // CKP-7: a retained outcome is returned without running (start and end only).
+                *score = stored;
+                if let Some(f) = self.flags {
+                    f.replayed.store(true, Ordering::Relaxed);
+                }
+                let end = match status {
+                    RecordStatus::Stopped => End::Stopped {
+                        path: String::new(),
+                        reason: None,
+                    },
+                    _ => End::Succeeded,
+                };
+                self.execute_with(score, Some(end), None, None).await
+            }
+            Ok(Opened::Run(session)) => {
+                if let Some(f) = self.flags {
+                    f.resumed.store(session.resumed, Ordering::Relaxed);
+                }
+                let rc = RunCtx {
+                    ckpt: Some(&*session),
+                    ..*self
+                };
+                rc.execute_with(score, None, Some(&*session), opts.retain_outcome)
+                    .await
+            }
+        }
+    }
+
+    /// The run itself, or a preset ending (a failed open, a replay), between its start and end
+    /// hooks.
+    async fn execute_with(
+        &self,
+        score: &mut S,
+        preset: Option<End>,
+        session: Option<&Session<S>>,
+        retain: Option<Duration>,
+    ) -> End {
+        let resumed = session.is_some_and(|s| s.resumed);
         let span = tracing::info_span!(
             target: "cadence",
             "cadence.run",
             cadence.name = &*self.inner.name,
             cadence.run_id = self.info.run_id.get(),
             cadence.parent_run_id = self.info.parent_run_id.map(RunId::get),
-            cadence.resumed = false,
+            cadence.resumed = resumed,
             cadence.outcome = Empty,
         );
         let end = async {
             let t0 = self.observe.then(Instant::now);
             self.emit(Occ::CadenceStart, Some(&*score));
+            if let Some(s) = session
+                && s.resumed
+            {
+                self.emit(Occ::CheckpointLoaded(s.completed.len(), s.forced), None);
+            }
             let mut guard = RunGuard {
                 rc: self,
                 score,
                 t0,
                 armed: self.observe,
             };
-            let end = match self.info.token {
-                Some(token) => {
+            let lease = session.filter(|s| s.lease.is_some());
+            let end = match (preset, self.info.token, lease) {
+                (Some(end), _, _) => end,
+                (None, None, None) => self.run_body(&mut *guard.score).await,
+                (None, token, lease) => {
+                    // Boxed: the waiters are large and only runs that need them pay for them.
+                    let watch: BoxFuture<'_, End> = Box::pin(async move {
+                        let cancelled = async {
+                            match token {
+                                Some(t) => t.cancelled().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let lost = async {
+                            match lease {
+                                Some(s) => s.keep_lease().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            biased;
+                            _ = cancelled => End::Cancelled,
+                            e = lost => End::failed(e),
+                        }
+                    });
                     let body = self.run_body(&mut *guard.score);
-                    // Boxed: the waiter is large and only runs with a token pay for it.
-                    let cancelled = Box::pin(token.cancelled());
                     tokio::select! {
                         biased;
-                        _ = cancelled => End::Cancelled,
+                        end = watch => end,
                         end = body => end,
                     }
                 }
-                None => self.run_body(&mut *guard.score).await,
             };
+            if let Some(s) = session {
+                let status = match &end {
+                    End::Succeeded => Some(RecordStatus::Succeeded),
+                    End::Partial(_) => Some(RecordStatus::Partial),
+                    End::Stopped { .. } => Some(RecordStatus::Stopped),
+                    End::Failed { .. } => Some(RecordStatus::Failed),
+                    End::Cancelled => None,
+                };
+                let encoded = s.encode(&*guard.score);
+                if let Err(e) = s.finish(status, encoded, retain).await {
+                    tracing::warn!(target: "cadence", "writing the final checkpoint failed: {e}");
+                    self.emit(Occ::CheckpointError(&e), None);
+                }
+            }
             guard.armed = false;
             self.emit(
                 Occ::CadenceEnd(elapsed(t0), &end.as_outcome()),
@@ -475,8 +605,32 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     async fn run_body(&self, score: &mut S) -> End {
         let mut failed: Vec<String> = Vec::new();
         for m in self.inner.measures.iter() {
+            if let Some(session) = self.ckpt
+                && session.completed.contains(&*m.path)
+            {
+                // CKP-5: completed before a crash.
+                self.emit(Occ::Skipped(&m.path, SkipReason::Checkpoint), None);
+                continue;
+            }
             match self.exec_measure(m, score).await {
-                Ok(Flow::Continue) => {}
+                Ok(Flow::Continue) => {
+                    if let Some(session) = self.ckpt {
+                        let encoded = session.encode(score);
+                        let saved = match session.measure_completed(&m.path, encoded).await {
+                            Ok(n) => {
+                                self.emit(Occ::CheckpointSaved(&m.path, n), None);
+                                Ok(())
+                            }
+                            Err(e) => self.checkpoint_failed(session, e),
+                        };
+                        if let Err(e) = saved {
+                            return End::Failed {
+                                error: e,
+                                measure: Some(self.full_path(&m.path).into_owned()),
+                            };
+                        }
+                    }
+                }
                 Ok(Flow::Stop { path, reason }) => return End::Stopped { path, reason },
                 Err(CadenceError::Cancelled) => return End::Cancelled,
                 Err(error) => {
@@ -617,40 +771,83 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         ops: &GroupOps<S>,
         score: &mut S,
     ) -> Result<Flow, CadenceError> {
-        let t0 = self.observe.then(Instant::now);
+        let count = notes.len();
+        // CKP-5: members whose results a checkpoint holds are not run again.
+        let mut results: Vec<Option<S>> = Vec::with_capacity(count);
+        for n in notes {
+            let stored = self
+                .ckpt
+                .and_then(|s| s.members.get(&*n.path).map(|v| (s, v)));
+            results.push(match stored {
+                Some((s, v)) => match (s.codec.decode)(v.clone()) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        return Err(CadenceError::checkpoint(
+                            CheckpointErrorKind::Corrupt,
+                            format!(
+                                "the stored result of member '{}' does not deserialize: {e}",
+                                n.path
+                            ),
+                        ));
+                    }
+                },
+                None => None,
+            });
+        }
         let mut group = GroupGuard {
             rc: self,
             notes,
-            clones: notes.iter().map(|_| (ops.clone)(score)).collect(),
+            live: score,
             attempts: notes.iter().map(|_| AtomicU32::new(1)).collect(),
-            finished: vec![false; notes.len()],
-            t0,
+            finished: results.iter().map(Option::is_some).collect(),
+            t0: self.observe.then(Instant::now),
             armed: self.observe,
         };
+        // PAR-4: every clone is taken before any member runs.
+        let clones: Vec<Option<S>> = results
+            .iter()
+            .map(|r| r.is_none().then(|| (ops.clone)(group.live)))
+            .collect();
         if self.observe {
-            for (n, clone) in notes.iter().zip(&group.clones) {
-                self.emit(Occ::NoteStart(&n.path, 1), Some(clone));
+            for (j, n) in notes.iter().enumerate() {
+                match &clones[j] {
+                    Some(clone) => self.emit(Occ::NoteStart(&n.path, 1), Some(clone)),
+                    None => self.emit(Occ::Skipped(&n.path, SkipReason::Checkpoint), None),
+                }
             }
         }
         let mut failure: Option<(usize, CadenceError)> = None;
         let mut stop: Option<Flow> = None;
         {
-            let mut members: FuturesUnordered<_> = notes
-                .iter()
-                .zip(group.clones.iter_mut())
-                .zip(group.attempts.iter())
+            let attempts = &group.attempts;
+            let mut members: FuturesUnordered<_> = clones
+                .into_iter()
                 .enumerate()
-                .map(|(j, ((n, clone), attempt))| async move {
-                    (j, self.exec_note_as(n, clone, Some(attempt)).await)
+                .filter_map(|(j, c)| c.map(|c| (j, c)))
+                .map(|(j, mut clone)| async move {
+                    let r = self
+                        .exec_note_as(&notes[j], &mut clone, Some(&attempts[j]))
+                        .await;
+                    (j, clone, r)
                 })
                 .collect();
-            while let Some((j, r)) = members.next().await {
+            while let Some((j, result, r)) = members.next().await {
                 group.finished[j] = true;
                 match r {
-                    Ok(Flow::Continue) => {}
-                    Ok(flow @ Flow::Stop { .. }) => {
-                        // PAR-6: siblings run to completion; the first stop is reported.
-                        stop.get_or_insert(flow);
+                    Ok(flow) => {
+                        if let Some(session) = self.ckpt
+                            && let Err(e) = self
+                                .member_saved(session, &notes[j].path, session.encode(&result))
+                                .await
+                        {
+                            failure = Some((j, e));
+                            break;
+                        }
+                        results[j] = Some(result);
+                        if let Flow::Stop { .. } = flow {
+                            // PAR-6: siblings run to completion; the first stop is reported.
+                            stop.get_or_insert(flow);
+                        }
                     }
                     Err(e) => {
                         failure = Some((j, e));
@@ -662,6 +859,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         }
         if let Some((j, source)) = failure {
             group.report_cancelled();
+            if matches!(source, CadenceError::Checkpoint { .. }) {
+                return Err(source);
+            }
             return Err(CadenceError::Parallel {
                 group: self.full_path(path).into_owned(),
                 note: notes[j].name.to_string(),
@@ -670,10 +870,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             });
         }
         group.armed = false;
-        let results = std::mem::take(&mut group.clones);
+        let results: Vec<S> = results.into_iter().flatten().collect();
+        debug_assert_eq!(results.len(), count);
         let names: Vec<&str> = notes.iter().map(|n| &*n.name).collect();
+        let live = &mut *group.live;
         match catch_unwind(AssertUnwindSafe(|| {
-            (ops.merge)(strategy, score, results, &names)
+            (ops.merge)(strategy, live, results, &names)
         })) {
             Ok(Ok(())) => Ok(stop.unwrap_or(Flow::Continue)),
             Ok(Err(mut conflict)) => {
@@ -681,6 +883,35 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Err(CadenceError::MergeConflict(conflict))
             }
             Err(p) => Err(self.panicked(path, p)),
+        }
+    }
+
+    /// CKP-4 inside a group: saves a member's result and reports it, or applies
+    /// `on_checkpoint_error` (an `Err` fails the group).
+    async fn member_saved(
+        &self,
+        session: &Session<S>,
+        path: &str,
+        encoded: Result<serde_json::Value, CadenceError>,
+    ) -> Result<(), CadenceError> {
+        match session.member_completed(path, encoded).await {
+            Ok(n) => {
+                self.emit(Occ::CheckpointSaved(path, n), None);
+                Ok(())
+            }
+            Err(e) => self.checkpoint_failed(session, e),
+        }
+    }
+
+    /// CKP-8: a failed save fails the run, or is logged and reported with `Continue`.
+    fn checkpoint_failed(&self, session: &Session<S>, e: CadenceError) -> Result<(), CadenceError> {
+        match session.on_error {
+            OnCheckpointError::Fail => Err(e),
+            _ => {
+                tracing::warn!(target: "cadence", "checkpoint save failed, continuing: {e}");
+                self.emit(Occ::CheckpointError(&e), None);
+                Ok(())
+            }
         }
     }
 
@@ -1273,11 +1504,18 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     }
 
     fn note_context<'a>(&'a self, n: &'a CompiledNote<S>, attempt: u32) -> NoteContext<'a> {
+        let prior_attempts = match self.ckpt {
+            Some(session) => {
+                session.attempt_started(&n.path);
+                session.prior_attempts(&n.path)
+            }
+            None => 0,
+        };
         NoteContext {
             run: &self.info,
             path: &n.path,
             attempt,
-            prior_attempts: 0,
+            prior_attempts,
             token: OnceLock::new(),
             done: AtomicBool::new(false),
         }

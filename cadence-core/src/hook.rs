@@ -59,6 +59,8 @@ pub struct HookContext<'a> {
     pub(crate) cadence: &'a str,
     pub(crate) seq: u64,
     pub(crate) at: OnceCell<SystemTime>,
+    pub(crate) resumed: bool,
+    pub(crate) replayed: bool,
 }
 
 impl<'a> HookContext<'a> {
@@ -71,7 +73,26 @@ impl<'a> HookContext<'a> {
             cadence,
             seq,
             at: OnceCell::new(),
+            resumed: false,
+            replayed: false,
         }
+    }
+
+    /// With the resumed/replayed flags of the run (for adapters replaying occurrences).
+    pub fn with_flags(mut self, resumed: bool, replayed: bool) -> Self {
+        self.resumed = resumed;
+        self.replayed = replayed;
+        self
+    }
+
+    /// Whether this run resumed from a checkpoint (CKP-5; `cadence.started {resumed}`).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Whether this run returned a retained outcome without running (CKP-7).
+    pub fn replayed(&self) -> bool {
+        self.replayed
     }
 
     /// With a parent (for child runs): the root run id and the parent run id.

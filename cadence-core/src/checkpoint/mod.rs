@@ -26,6 +26,7 @@ use crate::hook::TraceContext;
 pub mod conformance;
 mod file;
 mod memory;
+pub(crate) mod session;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;

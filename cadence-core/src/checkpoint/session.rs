@@ -1,0 +1,426 @@
+//! The engine's side of checkpointing: one [`Session`] per checkpointed run (CKP-4…9, CKP-12).
+//!
+//! It owns the in-process guard and the store lease, knows what the loaded record says was
+//! completed, counts attempts, and writes the whole record after each completed measure and
+//! after each successful member of a parallel group. Saves of one run are serialized by the
+//! record's async mutex.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::{CheckpointStore, Lease, OnCheckpointError, Record, RecordStatus, now_rfc3339};
+use crate::error::{CadenceError, CheckpointErrorKind};
+use crate::hook::TraceContext;
+
+/// How a score travels to and from JSON, captured where `S: Serialize + DeserializeOwned`.
+pub(crate) struct Codec<S> {
+    pub(crate) encode: fn(&S) -> Result<serde_json::Value, serde_json::Error>,
+    pub(crate) decode: fn(serde_json::Value) -> Result<S, serde_json::Error>,
+}
+
+impl<S> Clone for Codec<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Codec<S> {}
+
+impl<S: serde::Serialize + serde::de::DeserializeOwned> Codec<S> {
+    pub(crate) fn new() -> Self {
+        Codec {
+            encode: |s| serde_json::to_value(s),
+            decode: serde_json::from_value,
+        }
+    }
+}
+
+/// A cadence's checkpoint configuration.
+pub(crate) struct Checkpointing<S> {
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) codec: Codec<S>,
+    pub(crate) on_error: OnCheckpointError,
+    pub(crate) lease_ttl: Duration,
+}
+
+/// The run options that matter to a checkpointed run.
+#[derive(Debug, Default)]
+pub(crate) struct CheckpointRunOptions {
+    pub(crate) allow_fingerprint_mismatch: bool,
+    pub(crate) trace: Option<TraceContext>,
+    pub(crate) retain_outcome: Option<Duration>,
+}
+
+/// Flags of a root run that hooks and the report read (EVT-2 `cadence.started`).
+#[derive(Debug, Default)]
+pub(crate) struct RunFlags {
+    pub(crate) resumed: AtomicBool,
+    pub(crate) replayed: AtomicBool,
+}
+
+/// The in-process ownership guard (CKP-9): one per (store, cadence, run id).
+pub(crate) struct HeldKey {
+    key: (usize, String, String),
+}
+
+fn held() -> &'static Mutex<HashSet<(usize, String, String)>> {
+    static HELD: std::sync::OnceLock<Mutex<HashSet<(usize, String, String)>>> =
+        std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default)
+}
+
+impl HeldKey {
+    pub(crate) fn take(
+        store: &Arc<dyn CheckpointStore>,
+        cadence: &str,
+        run_id: &str,
+    ) -> Option<Self> {
+        let key = (
+            Arc::as_ptr(store) as *const () as usize,
+            cadence.to_owned(),
+            run_id.to_owned(),
+        );
+        let inserted = held()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        // Built only when taken: a dropped HeldKey removes its key.
+        inserted.then(|| HeldKey { key })
+    }
+}
+
+impl Drop for HeldKey {
+    fn drop(&mut self) {
+        held()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// What opening a checkpointed run found.
+pub(crate) enum Opened<S> {
+    /// Run (fresh or resumed).
+    Run(Box<Session<S>>),
+    /// A retained terminal outcome: return it without running (CKP-7).
+    Replay(S, RecordStatus),
+}
+
+/// One checkpointed run.
+pub(crate) struct Session<S> {
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) codec: Codec<S>,
+    pub(crate) on_error: OnCheckpointError,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) lease: Option<Lease>,
+    _held: HeldKey,
+    /// The record this run writes; its lock serializes saves.
+    record: tokio::sync::Mutex<Record>,
+    /// Completed measure paths from the loaded record (skipped on resume).
+    pub(crate) completed: HashSet<String>,
+    /// Stored results of finished members of an unfinished group.
+    pub(crate) members: BTreeMap<String, serde_json::Value>,
+    /// Attempts recorded by earlier executions (CKP-12).
+    prior: HashMap<String, u32>,
+    /// Attempts started by this execution, merged into the record on each save.
+    attempts: Mutex<BTreeMap<String, u32>>,
+    pub(crate) resumed: bool,
+    pub(crate) forced: bool,
+    released: AtomicBool,
+}
+
+impl<S> Session<S> {
+    /// CKP-5, CKP-6, CKP-8, CKP-9: guard, lease, load, fingerprint check. Replaces `score`
+    /// with the stored one on resume.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn open(
+        cfg: &Checkpointing<S>,
+        cadence: &str,
+        run_id: &str,
+        fingerprint: &str,
+        allow_mismatch: bool,
+        trace: Option<TraceContext>,
+        valid_paths: &[&str],
+        score: &mut S,
+    ) -> Result<Opened<S>, CadenceError> {
+        let Some(held) = HeldKey::take(&cfg.store, cadence, run_id) else {
+            return Err(CadenceError::checkpoint(
+                CheckpointErrorKind::LeaseHeld,
+                format!("run '{run_id}' of cadence '{cadence}' is already running in this process"),
+            ));
+        };
+        let lease = if cfg.store.supports_leases() {
+            Some(
+                cfg.store
+                    .acquire_lease(cadence, run_id, cfg.lease_ttl)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let release = |lease: Option<Lease>| {
+            let store = cfg.store.clone();
+            async move {
+                if let Some(l) = lease {
+                    let _ = store.release_lease(&l).await;
+                }
+            }
+        };
+        let loaded = match cfg.store.load(cadence, run_id).await {
+            Ok(r) => r,
+            Err(e) => {
+                release(lease).await;
+                return Err(e);
+            }
+        };
+        let mut forced = false;
+        let mut completed = HashSet::new();
+        let mut members = BTreeMap::new();
+        let mut prior = HashMap::new();
+        let resumed = loaded.is_some();
+        let record = match loaded {
+            Some(rec) => {
+                let stored_score = match (cfg.codec.decode)(rec.score.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        release(lease).await;
+                        return Err(CadenceError::checkpoint(
+                            CheckpointErrorKind::Corrupt,
+                            format!(
+                                "the stored score of run '{run_id}' does not deserialize into this score type: {e}"
+                            ),
+                        ));
+                    }
+                };
+                if rec.status.is_terminal() {
+                    release(lease).await;
+                    return Ok(Opened::Replay(stored_score, rec.status));
+                }
+                if rec.fingerprint != fingerprint {
+                    if !allow_mismatch {
+                        release(lease).await;
+                        return Err(CadenceError::CheckpointMismatch {
+                            run_id: run_id.to_owned(),
+                            stored: rec.fingerprint.clone(),
+                            current: fingerprint.to_owned(),
+                        });
+                    }
+                    forced = true;
+                    tracing::warn!(
+                        target: "cadence",
+                        cadence, run_id,
+                        "resuming a checkpoint written by a different version of this cadence (allow_fingerprint_mismatch)"
+                    );
+                }
+                *score = stored_score;
+                for path in &rec.completed {
+                    if valid_paths.contains(&path.as_str()) {
+                        completed.insert(path.clone());
+                    }
+                }
+                members = rec.members.clone();
+                prior = rec.attempts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                let mut rec = rec;
+                rec.fingerprint = fingerprint.to_owned();
+                rec.status = RecordStatus::Running;
+                if trace.is_some() {
+                    rec.trace = trace;
+                }
+                rec
+            }
+            None => {
+                let encoded = (cfg.codec.encode)(score).map_err(|e| {
+                    CadenceError::checkpoint(
+                        CheckpointErrorKind::Other,
+                        format!("the score does not serialize: {e}"),
+                    )
+                });
+                let encoded = match encoded {
+                    Ok(v) => v,
+                    Err(e) => {
+                        release(lease).await;
+                        return Err(e);
+                    }
+                };
+                let mut rec = Record::new(cadence, run_id, fingerprint, encoded);
+                rec.trace = trace;
+                rec
+            }
+        };
+        let mut record = record;
+        record.fence = lease.as_ref().map_or(0, |l| l.token);
+        Ok(Opened::Run(Box::new(Session {
+            store: cfg.store.clone(),
+            codec: cfg.codec,
+            on_error: cfg.on_error,
+            lease_ttl: cfg.lease_ttl,
+            lease,
+            _held: held,
+            record: tokio::sync::Mutex::new(record),
+            completed,
+            members,
+            prior,
+            attempts: Mutex::new(BTreeMap::new()),
+            resumed,
+            forced,
+            released: AtomicBool::new(false),
+        })))
+    }
+
+    /// Attempts of `path` recorded by earlier executions.
+    pub(crate) fn prior_attempts(&self, path: &str) -> u32 {
+        self.prior.get(path).copied().unwrap_or(0)
+    }
+
+    /// Counts a started attempt (CKP-12).
+    pub(crate) fn attempt_started(&self, path: &str) {
+        let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        match a.get_mut(path) {
+            Some(n) => *n += 1,
+            None => {
+                a.insert(path.to_owned(), 1);
+            }
+        }
+    }
+
+    fn merge_attempts(&self, rec: &mut Record) {
+        let a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, n) in a.iter() {
+            let prior = self.prior.get(path).copied().unwrap_or(0);
+            rec.attempts.insert(path.clone(), prior + n);
+        }
+    }
+
+    async fn write(&self, rec: &mut Record) -> Result<(), CadenceError> {
+        self.merge_attempts(rec);
+        rec.updated_at = now_rfc3339();
+        self.store.save(rec, self.lease.as_ref()).await
+    }
+
+    /// Encodes a score (synchronously: the engine never holds `&S` across an await, so scores
+    /// need not be `Sync`).
+    pub(crate) fn encode(&self, score: &S) -> Result<serde_json::Value, CadenceError> {
+        (self.codec.encode)(score).map_err(|e| {
+            CadenceError::checkpoint(
+                CheckpointErrorKind::Other,
+                format!("the score does not serialize: {e}"),
+            )
+        })
+    }
+
+    /// CKP-4: after a completed top-level measure.
+    pub(crate) async fn measure_completed(
+        &self,
+        path: &str,
+        encoded: Result<serde_json::Value, CadenceError>,
+    ) -> Result<usize, CadenceError> {
+        let encoded = encoded?;
+        let mut rec = self.record.lock().await;
+        rec.score = encoded;
+        rec.completed.push(path.to_owned());
+        rec.members.clear();
+        self.write(&mut rec).await?;
+        Ok(rec.completed.len())
+    }
+
+    /// CKP-4: after a successful member of a parallel group (score still the pre-group one).
+    pub(crate) async fn member_completed(
+        &self,
+        member_path: &str,
+        encoded: Result<serde_json::Value, CadenceError>,
+    ) -> Result<usize, CadenceError> {
+        let encoded = encoded?;
+        let mut rec = self.record.lock().await;
+        rec.members.insert(member_path.to_owned(), encoded);
+        self.write(&mut rec).await?;
+        Ok(rec.completed.len())
+    }
+
+    /// CKP-7: at the end of the run.
+    pub(crate) async fn finish(
+        &self,
+        status: Option<RecordStatus>,
+        final_score: Result<serde_json::Value, CadenceError>,
+        retain: Option<Duration>,
+    ) -> Result<(), CadenceError> {
+        let mut rec = self.record.lock().await;
+        let (cadence, run_id) = (rec.cadence.clone(), rec.run_id.clone());
+        let result = match status {
+            // Cancelled: keep the record as it is.
+            None => Ok(()),
+            Some(s @ (RecordStatus::Succeeded | RecordStatus::Stopped)) => match retain {
+                Some(ttl) => {
+                    rec.status = s;
+                    rec.score = final_score?;
+                    rec.completed.clear();
+                    rec.members.clear();
+                    let expires = SystemTime::now() + ttl;
+                    rec.expires_at = Some(humantime::format_rfc3339_micros(expires).to_string());
+                    self.write(&mut rec).await
+                }
+                None => self.store.clear(&cadence, &run_id).await,
+            },
+            Some(s) => {
+                rec.status = s;
+                self.write(&mut rec).await
+            }
+        };
+        if let Some(lease) = &self.lease {
+            self.released.store(true, Ordering::Relaxed);
+            let _ = self.store.release_lease(lease).await;
+        }
+        result
+    }
+
+    /// CKP-9: keeps the lease alive; returns when it is lost.
+    pub(crate) async fn keep_lease(&self) -> CadenceError {
+        let Some(lease) = &self.lease else {
+            return std::future::pending().await;
+        };
+        let every = (self.lease_ttl / 3).max(Duration::from_millis(1));
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            match self.store.renew_lease(lease, self.lease_ttl).await {
+                Ok(()) => last_ok = tokio::time::Instant::now(),
+                Err(CadenceError::Checkpoint {
+                    kind: CheckpointErrorKind::LeaseLost,
+                    source,
+                }) => {
+                    return CadenceError::Checkpoint {
+                        kind: CheckpointErrorKind::LeaseLost,
+                        source,
+                    };
+                }
+                Err(e) if last_ok.elapsed() >= self.lease_ttl => {
+                    return CadenceError::checkpoint(
+                        CheckpointErrorKind::LeaseLost,
+                        format!("the lease could not be renewed before it expired: {e}"),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cadence", "renewing the checkpoint lease failed, retrying: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl<S> Drop for Session<S> {
+    /// A dropped run releases its lease in the background (RUN-5), or leaves it to expire.
+    fn drop(&mut self) {
+        if *self.released.get_mut() {
+            return;
+        }
+        if let (Some(lease), Ok(handle)) =
+            (self.lease.take(), tokio::runtime::Handle::try_current())
+        {
+            let store = self.store.clone();
+            handle.spawn(async move {
+                let _ = store.release_lease(&lease).await;
+            });
+        }
+    }
+}
