@@ -614,3 +614,31 @@ fn describe_says_checkpointing_and_double_store_is_refused() {
             .contains("with_checkpoint is called more than once")
     );
 }
+
+#[tokio::test]
+async fn started_events_say_resumed_and_replayed() {
+    // EVT-2 cadence.started {resumed, replayed}, EVT-3 (a resumed execution starts at seq 0)
+    let w = World::default();
+    w.fail.store(true, Ordering::SeqCst);
+    let emitter = cadence_core::EventEmitter::new();
+    let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let s2 = seen.clone();
+    emitter.on("cadence.started", move |e: &cadence_core::Event| {
+        s2.lock().unwrap().push((e.seq, serde_json::to_string(e).unwrap()));
+    });
+    let c = Cadence::<Job>::new("job")
+        .then("a", w.step("a"))
+        .then("c", w.step("boom"))
+        .with_checkpoint(Arc::new(MemoryStore::new()))
+        .with_hooks(emitter.clone())
+        .build()
+        .unwrap();
+    let _ = c.run_with(Job::default(), id("ev")).await;
+    w.fail.store(false, Ordering::SeqCst);
+    let _ = c.run_with(Job::default(), id("ev")).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].0, 0);
+    assert!(seen[0].1.contains(r#""resumed":false"#), "{}", seen[0].1);
+    assert!(seen[1].1.contains(r#""resumed":true"#), "{}", seen[1].1);
+}

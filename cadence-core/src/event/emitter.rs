@@ -997,8 +997,8 @@ async fn flush_sinks(shared: &Shared) {
 impl<S> Hook<S> for EventEmitter {
     fn on_cadence_start(&self, cx: &HookContext<'_>, _score: &S) {
         self.occur(cx, kind::CADENCE_STARTED, || EventKind::CadenceStarted {
-            resumed: false,
-            replayed: false,
+            resumed: cx.resumed(),
+            replayed: cx.replayed(),
         });
     }
 
