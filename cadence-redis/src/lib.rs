@@ -14,7 +14,7 @@
 //! reconnects by itself), under one key prefix and TTL, with every command bounded by the
 //! command timeout.
 //!
-//! ```ignore
+//! ```no_run
 //! use std::sync::Arc;
 //! use cadence_core::{BoxError, Cadence, EventEmitter, RunOptions, note};
 //! use cadence_redis::Redis;
@@ -31,7 +31,7 @@
 //!     .with_hooks(events)
 //!     .build()?;
 //! // Another process running the same run id after a crash resumes where this one stopped.
-//! checkout.run_with(0, RunOptions::new().with_run_id("order-42")).await?;
+//! checkout.run_with(0, RunOptions::default().with_run_id("order-42")).await?;
 //! # Ok(()) }
 //! ```
 //!
