@@ -101,6 +101,20 @@ pub const FIGURES: &[Figure] = &[
         goal: Goal::OverheadAtMost(100.0),
         run: crate::emitter::emitter1,
     },
+    Figure {
+        id: "core.ckpt_mem",
+        unit: "ns",
+        baseline: "serde_json::to_vec",
+        goal: Goal::RatioAtMost(1.5),
+        run: crate::checkpoint::ckpt_mem,
+    },
+    Figure {
+        id: "core.ckpt_file",
+        unit: "ns",
+        baseline: "raw write+fsync+rename+fsync(dir)",
+        goal: Goal::RatioAtMost(1.2),
+        run: crate::checkpoint::ckpt_file,
+    },
 ];
 
 /// `harness.selftest`: a `Vec` push loop against itself, exercising the whole pipeline

@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+mod checkpoint;
 mod emitter;
 mod engine;
 pub mod figures;
