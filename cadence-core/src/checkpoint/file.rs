@@ -48,7 +48,9 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 /// the same key *within* one process, but two processes sharing a directory could run the same
 /// run id twice and overwrite each other's records; give each process its own directory, or use
 /// a store with leases (`RedisStore`) for many workers. Reading from another process (e.g.
-/// `cadence runs list`) is fine.
+/// `cadence runs list`) is fine. Within a process, share one `FileStore` (one `Arc`) per
+/// directory among the cadences using it: the engine's guard against two concurrent runs with
+/// the same key is kept per store instance.
 ///
 /// The directory is created on the first save. All file I/O runs on tokio's blocking pool,
 /// never on an async worker thread, so the store must be used inside a tokio runtime. I/O
