@@ -22,11 +22,11 @@
 //! [`CheckpointStore::supports_leases`] is `false`. Lease expiry waits for real: with
 //! [`Options::lease_ttl`] (100 ms by default) the wait is twice that. On paused tokio time
 //! (`#[tokio::test(start_paused = true)]`) a store timing leases with `tokio::time` (like
-//! [`MemoryStore`](super::MemoryStore)) does not wait at all.
+//! [`MemoryStore`]) does not wait at all.
 //!
 //! The corrupt-data contract needs to write bytes behind the store's back and read them back:
-//! that is [`RawAccess`], implemented here for [`MemoryStore`](super::MemoryStore) and
-//! [`FileStore`](super::FileStore).
+//! that is [`RawAccess`], implemented here for [`MemoryStore`] and
+//! [`FileStore`].
 
 use std::future::Future;
 use std::pin::Pin;
