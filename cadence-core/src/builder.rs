@@ -609,7 +609,7 @@ fn check_notes<S>(v: &mut Validation, base: &str, notes: &[Note<S>], in_group: b
             base.to_owned()
         };
         check_policies(v, &path, n);
-        if in_group {
+        if in_group || n.name.is_some() {
             check_name(v, &path, "note", &name);
             if !seen.insert(name.clone()) {
                 v.errors.push(Problem::new(

@@ -68,7 +68,7 @@ pub(crate) enum MeasureBody<S> {
     },
     Route {
         selector: Selector<S>,
-        routes: Box<[(Arc<str>, Box<[CompiledNote<S>]>)]>,
+        routes: Box<[Branch<S>]>,
         default: Option<Box<[CompiledNote<S>]>>,
     },
     Child(Arc<dyn ChildRunner<S>>),
@@ -82,7 +82,7 @@ pub(crate) enum MeasureBody<S> {
 /// What a parallel group needs from `S: Score`, captured where that bound is known.
 pub(crate) struct GroupOps<S> {
     pub(crate) clone: fn(&S) -> S,
-    pub(crate) merge: fn(&MergeStrategy<S>, &mut S, Vec<S>, &[&str]) -> Result<(), MergeConflict>,
+    pub(crate) merge: MergeFn<S>,
 }
 
 impl<S: Score> GroupOps<S> {
@@ -93,6 +93,13 @@ impl<S: Score> GroupOps<S> {
         }
     }
 }
+
+/// A route's key and its notes.
+pub(crate) type Branch<S> = (Arc<str>, Box<[CompiledNote<S>]>);
+
+/// Merges a group's results into the live score (PAR-7…12), monomorphized for `S: Score`.
+pub(crate) type MergeFn<S> =
+    fn(&MergeStrategy<S>, &mut S, Vec<S>, &[&str]) -> Result<(), MergeConflict>;
 
 pub(crate) struct Measure<S> {
     pub(crate) name: Arc<str>,
@@ -201,6 +208,16 @@ impl<S: Send + 'static> Cadence<S> {
     /// A Graphviz DOT digraph (DIAG-1), top-down.
     pub fn to_dot(&self) -> String {
         self.describe().to_dot()
+    }
+
+    /// A Mermaid flowchart in `direction` (DIAG-4).
+    pub fn to_mermaid_with(&self, direction: crate::Direction) -> String {
+        self.describe().to_mermaid_with(direction)
+    }
+
+    /// A DOT digraph with `rankdir` from `direction` (DIAG-4).
+    pub fn to_dot_with(&self, direction: crate::Direction) -> String {
+        self.describe().to_dot_with(direction)
     }
 
     /// Runs the cadence on `score` with default options (RUN-1).

@@ -495,6 +495,129 @@ impl Description {
         g
     }
 
+    /// Applies the structural rules of DSL-4/DSL-5 to a description (DSL-6, CLI-5): names
+    /// (GEN-1), unique measure and note names, non-empty groups and branches, route keys.
+    /// Policies and code are not part of a description, so their rules are not checked here.
+    ///
+    /// ```
+    /// use cadence_core::{BoxError, Cadence, note};
+    /// let c = Cadence::<u8>::new("c")
+    ///     .then("a", note::from_fn(|_: &mut u8| Box::pin(async { Ok::<_, BoxError>(()) })))
+    ///     .build()
+    ///     .unwrap();
+    /// let mut d = c.describe();
+    /// assert!(d.validate().is_ok());
+    /// d.measures.push(d.measures[0].clone());
+    /// assert_eq!(d.validate().errors.len(), 1);
+    /// ```
+    pub fn validate(&self) -> crate::Validation {
+        use crate::error::Problem;
+        use std::collections::HashSet;
+        let mut v = crate::Validation::default();
+        let name_problem = |path: &str, what: &str, name: &str| -> Option<Problem> {
+            if name.is_empty() {
+                Some(Problem::new(
+                    path,
+                    format!("the {what} name is empty; give it a name"),
+                ))
+            } else if name.contains('/') || name.chars().any(char::is_control) {
+                Some(Problem::new(
+                    path,
+                    format!(
+                        "the {what} name {name:?} contains '/' or control characters; remove them"
+                    ),
+                ))
+            } else {
+                None
+            }
+        };
+        let notes_check = |v: &mut crate::Validation, base: &str, notes: &[NoteDescription]| {
+            let mut seen = HashSet::new();
+            for n in notes {
+                let path = format!("{base}/{}", n.name);
+                v.errors.extend(name_problem(&path, "note", &n.name));
+                if !seen.insert(n.name.as_str()) {
+                    v.errors.push(Problem::new(
+                        &path,
+                        "two notes of this group share this name",
+                    ));
+                }
+            }
+        };
+        v.errors.extend(name_problem("", "cadence", &self.name));
+        if self.measures.is_empty() {
+            v.errors
+                .push(Problem::new("", "the cadence has no measures"));
+        }
+        let mut seen = HashSet::new();
+        for m in &self.measures {
+            v.errors.extend(name_problem(&m.name, "measure", &m.name));
+            if !seen.insert(m.name.as_str()) {
+                v.errors.push(Problem::new(
+                    &m.name,
+                    "two top-level measures share this name; names must be unique",
+                ));
+            }
+            match m.kind {
+                MeasureKind::Sequence | MeasureKind::Sync => {
+                    if m.notes.is_empty() {
+                        v.errors.push(Problem::new(&m.name, "the group is empty"));
+                    }
+                    if m.kind == MeasureKind::Sync && m.notes.len() == 1 {
+                        v.warnings
+                            .push(Problem::new(&m.name, "the parallel group has one note"));
+                    }
+                    notes_check(&mut v, &m.name, &m.notes);
+                }
+                MeasureKind::Split | MeasureKind::Route => {
+                    if m.routes.is_empty() {
+                        v.errors.push(Problem::new(&m.name, "no branches"));
+                    }
+                    if m.kind == MeasureKind::Split
+                        && m.routes.first().is_some_and(|r| r.notes.is_empty())
+                    {
+                        v.errors
+                            .push(Problem::new(&m.name, "the split's if_true branch is empty"));
+                    }
+                    let mut keys = HashSet::new();
+                    for r in &m.routes {
+                        let kpath = format!("{}/{}", m.name, r.key);
+                        if m.kind == MeasureKind::Route && r.key == "*" {
+                            v.errors.push(Problem::new(
+                                &kpath,
+                                "'*' is reserved for the default branch",
+                            ));
+                        }
+                        if !keys.insert(r.key.as_str()) {
+                            v.errors.push(Problem::new(&kpath, "duplicate route key"));
+                        }
+                        notes_check(&mut v, &kpath, &r.notes);
+                    }
+                    if let Some(d) = &m.default {
+                        notes_check(&mut v, &format!("{}/*", m.name), d);
+                    }
+                }
+                MeasureKind::Child => {
+                    if let Some(child) = &m.child {
+                        if child.checkpointing {
+                            v.warnings.push(Problem::new(
+                                &m.name,
+                                "the child cadence has its own checkpoint store, which is ignored when it runs as a child",
+                            ));
+                        }
+                        let inner = child.validate();
+                        v.errors.extend(inner.errors.into_iter().map(|mut p| {
+                            p.path = format!("{}/{}", m.name, p.path);
+                            p
+                        }));
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
     /// The structural fingerprint recomputed from this description (CKP-3).
     pub fn computed_fingerprint(&self) -> String {
         fingerprint_of_description(&self.measures)

@@ -175,6 +175,13 @@ impl Occ<'_> {
     }
 }
 
+/// Records the run's outcome on its span, when a subscriber wants it.
+fn record_run_span(span: &tracing::Span, end: &End) {
+    if !span.is_disabled() {
+        span.record("cadence.outcome", end.as_outcome().kind().as_str());
+    }
+}
+
 /// Records the note's outcome on its span, when a subscriber wants it.
 fn record_note_span(span: &tracing::Span, r: &Result<Flow, CadenceError>) {
     if !span.is_disabled() {
@@ -222,6 +229,14 @@ impl<P: Sync> Upstream for ParentLink<'_, P> {
         }
         dispatch(self.inner, cx, occ, Some(self.score));
     }
+}
+
+/// What a checkpointed or preset run adds to [`RunCtx::execute_with`].
+pub(crate) struct Extras<'a, S> {
+    /// An ending decided before running (a failed open, a replayed outcome).
+    preset: Option<End>,
+    session: Option<&'a Session<S>>,
+    retain: Option<Duration>,
 }
 
 /// How a measure (or note) let the run go on.
@@ -444,8 +459,54 @@ impl<'r, S> RunCtx<'r, S> {
 
 impl<'r, S: Send + 'static> RunCtx<'r, S> {
     /// Runs the cadence on `score`: hooks, span, cancellation, body (RUN-3…6).
+    ///
+    /// This is the lean path of every run that does not checkpoint (and of child runs); a
+    /// checkpointed root run goes through [`execute_checkpointed`](Self::execute_checkpointed).
     pub(crate) async fn execute(&self, score: &mut S) -> End {
-        self.execute_with(score, None, None, None).await
+        let span = self.run_span(false);
+        let end = async {
+            let t0 = self.observe.then(Instant::now);
+            self.emit(Occ::CadenceStart, Some(&*score));
+            let mut guard = RunGuard {
+                rc: self,
+                score,
+                t0,
+                armed: self.observe,
+            };
+            let end = match self.info.token {
+                None => self.run_body(&mut *guard.score).await,
+                Some(token) => {
+                    // Boxed: the waiter is large and only runs with a token pay for it.
+                    let cancelled = Box::pin(token.cancelled());
+                    tokio::select! {
+                        biased;
+                        _ = cancelled => End::Cancelled,
+                        end = self.run_body(&mut *guard.score) => end,
+                    }
+                }
+            };
+            guard.armed = false;
+            self.emit(
+                Occ::CadenceEnd(elapsed(t0), &end.as_outcome()),
+                Some(&*guard.score),
+            );
+            end
+        };
+        let end = InSpan::new(&span, end).await;
+        record_run_span(&span, &end);
+        end
+    }
+
+    fn run_span(&self, resumed: bool) -> tracing::Span {
+        tracing::info_span!(
+            target: "cadence",
+            "cadence.run",
+            cadence.name = &*self.inner.name,
+            cadence.run_id = self.info.run_id.get(),
+            cadence.parent_run_id = self.info.parent_run_id.map(RunId::get),
+            cadence.resumed = resumed,
+            cadence.outcome = Empty,
+        )
     }
 
     /// A checkpointed root run (CKP-4…9): open the session, then run or replay.
@@ -476,8 +537,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         .await;
         match opened {
             Err(e) => {
-                self.execute_with(score, Some(End::failed(e)), None, None)
-                    .await
+                let extras = Extras {
+                    preset: Some(End::failed(e)),
+                    session: None,
+                    retain: None,
+                };
+                self.execute_with(score, Some(Box::new(extras))).await
             }
             Ok(Opened::Replay(stored, status)) => {
                 // CKP-7: a retained outcome is returned without running (start and end only).
@@ -492,7 +557,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     },
                     _ => End::Succeeded,
                 };
-                self.execute_with(score, Some(end), None, None).await
+                let extras = Extras {
+                    preset: Some(end),
+                    session: None,
+                    retain: None,
+                };
+                self.execute_with(score, Some(Box::new(extras))).await
             }
             Ok(Opened::Run(session)) => {
                 if let Some(f) = self.flags {
@@ -502,31 +572,47 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     ckpt: Some(&*session),
                     ..*self
                 };
-                rc.execute_with(score, None, Some(&*session), opts.retain_outcome)
-                    .await
+                let extras = Extras {
+                    preset: None,
+                    session: Some(&*session),
+                    retain: opts.retain_outcome,
+                };
+                rc.execute_with(score, Some(Box::new(extras))).await
             }
         }
     }
 
-    /// The run itself, or a preset ending (a failed open, a replay), between its start and end
-    /// hooks.
-    async fn execute_with(
-        &self,
-        score: &mut S,
-        preset: Option<End>,
-        session: Option<&Session<S>>,
-        retain: Option<Duration>,
-    ) -> End {
-        let resumed = session.is_some_and(|s| s.resumed);
+    /// A run whose ending was decided before running (a failed open, a replayed outcome): its
+    /// start and end hooks only (RUN-5, CKP-7).
+    fn preset_run(&self, score: &mut S, end: End) -> End {
         let span = tracing::info_span!(
             target: "cadence",
             "cadence.run",
             cadence.name = &*self.inner.name,
             cadence.run_id = self.info.run_id.get(),
-            cadence.parent_run_id = self.info.parent_run_id.map(RunId::get),
-            cadence.resumed = resumed,
-            cadence.outcome = Empty,
+            cadence.outcome = end.as_outcome().kind().as_str(),
         );
+        span.in_scope(|| {
+            self.emit(Occ::CadenceStart, Some(&*score));
+            self.emit(
+                Occ::CadenceEnd(Duration::ZERO, &end.as_outcome()),
+                Some(&*score),
+            );
+        });
+        end
+    }
+
+    /// The run itself between its start and end hooks, with a checkpoint session's loading,
+    /// lease keeping and final write when it has one.
+    async fn execute_with(&self, score: &mut S, extras: Option<Box<Extras<'_, S>>>) -> End {
+        let (session, retain) = match extras {
+            Some(x) => match x.preset {
+                Some(end) => return self.preset_run(score, end),
+                None => (x.session, x.retain),
+            },
+            None => (None, None),
+        };
+        let span = self.run_span(session.is_some_and(|s| s.resumed));
         let end = async {
             let t0 = self.observe.then(Instant::now);
             self.emit(Occ::CadenceStart, Some(&*score));
@@ -542,10 +628,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 armed: self.observe,
             };
             let lease = session.filter(|s| s.lease.is_some());
-            let end = match (preset, self.info.token, lease) {
-                (Some(end), _, _) => end,
-                (None, None, None) => self.run_body(&mut *guard.score).await,
-                (None, token, lease) => {
+            let end = match (self.info.token, lease) {
+                (None, None) => self.run_body(&mut *guard.score).await,
+                (token, lease) => {
                     // Boxed: the waiters are large and only runs that need them pay for them.
                     let watch: BoxFuture<'_, End> = Box::pin(async move {
                         let cancelled = async {
@@ -566,11 +651,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                             e = lost => End::failed(e),
                         }
                     });
-                    let body = self.run_body(&mut *guard.score);
+                    // The body is built inside select!: a named local would be stored twice.
                     tokio::select! {
                         biased;
                         end = watch => end,
-                        end = body => end,
+                        end = self.run_body(&mut *guard.score) => end,
                     }
                 }
             };
@@ -583,7 +668,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     End::Cancelled => None,
                 };
                 let encoded = s.encode(&*guard.score);
-                if let Err(e) = s.finish(status, encoded, retain).await {
+                let finish: BoxFuture<'_, Result<(), CadenceError>> =
+                    Box::pin(s.finish(status, encoded, retain));
+                if let Err(e) = finish.await {
                     tracing::warn!(target: "cadence", "writing the final checkpoint failed: {e}");
                     self.emit(Occ::CheckpointError(&e), None);
                 }
@@ -596,9 +683,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             end
         };
         let end = InSpan::new(&span, end).await;
-        if !span.is_disabled() {
-            span.record("cadence.outcome", end.as_outcome().kind().as_str());
-        }
+        record_run_span(&span, &end);
         end
     }
 
@@ -616,7 +701,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Ok(Flow::Continue) => {
                     if let Some(session) = self.ckpt {
                         let encoded = session.encode(score);
-                        let saved = match session.measure_completed(&m.path, encoded).await {
+                        let save: BoxFuture<'_, Result<usize, CadenceError>> =
+                            Box::pin(session.measure_completed(&m.path, encoded));
+                        let saved = match save.await {
                             Ok(n) => {
                                 self.emit(Occ::CheckpointSaved(&m.path, n), None);
                                 Ok(())
@@ -626,7 +713,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                         if let Err(e) = saved {
                             return End::Failed {
                                 error: e,
-                                measure: Some(self.full_path(&m.path).into_owned()),
+                                measure: Some(m.path.to_string()),
                             };
                         }
                     }
@@ -634,7 +721,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Ok(Flow::Stop { path, reason }) => return End::Stopped { path, reason },
                 Err(CadenceError::Cancelled) => return End::Cancelled,
                 Err(error) => {
-                    let measure = self.full_path(&m.path).into_owned();
+                    let measure = m.path.to_string();
                     let handled = !matches!(
                         error.kind(),
                         ErrorKind::Checkpoint | ErrorKind::CheckpointMismatch
@@ -1068,8 +1155,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         }
         let flow = match r {
             Ok(Control::Continue) => Ok(Flow::Continue),
+            // Relative to this cadence: hooks and events use (cadence, path) (GEN-2).
             Ok(Control::Stop(reason)) => Ok(Flow::Stop {
-                path: self.full_path(&n.path).into_owned(),
+                path: n.path.to_string(),
                 reason,
             }),
             Err(e) => Err(e),
@@ -1132,8 +1220,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         };
         match r {
             Ok(Control::Continue) => Ok(Flow::Continue),
+            // Relative to this cadence: hooks and events use (cadence, path) (GEN-2).
             Ok(Control::Stop(reason)) => Ok(Flow::Stop {
-                path: self.full_path(&n.path).into_owned(),
+                path: n.path.to_string(),
                 reason,
             }),
             Err(e) => Err(e),
@@ -1678,6 +1767,8 @@ mod size_tests {
             seq: &seq,
             upstream: None,
             observe: false,
+            ckpt: None,
+            flags: None,
         };
         let mut s = 0u64;
         let m = &c.inner.measures[0];

@@ -92,10 +92,12 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names may hold control characters (they are errors themselves): escape them, so one
+        // problem is always one line (ERR-4).
         if self.path.is_empty() {
             f.write_str(&self.message)
         } else {
-            write!(f, "{}: {}", self.path, self.message)
+            write!(f, "{}: {}", self.path.escape_debug(), self.message)
         }
     }
 }

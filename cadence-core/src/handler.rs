@@ -50,9 +50,12 @@ impl OnError {
 
 type BoxFut<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
 
+type SyncHandler<S> = Arc<dyn Fn(&mut S, &CadenceError) -> Result<(), BoxError> + Send + Sync>;
+type AsyncHandler<S> = Arc<dyn for<'a> Fn(&'a mut S, &'a CadenceError) -> BoxFut<'a> + Send + Sync>;
+
 pub(crate) enum HandlerFn<S> {
-    Sync(Arc<dyn Fn(&mut S, &CadenceError) -> Result<(), BoxError> + Send + Sync>),
-    Async(Arc<dyn for<'a> Fn(&'a mut S, &'a CadenceError) -> BoxFut<'a> + Send + Sync>),
+    Sync(SyncHandler<S>),
+    Async(AsyncHandler<S>),
 }
 
 /// An error handler (sync or async).

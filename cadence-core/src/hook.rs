@@ -175,12 +175,12 @@ pub enum RunOutcome<'a> {
     Succeeded,
     /// Some measures failed and an `OnError::Continue` handler absorbed them.
     Partial {
-        /// Paths of the failed measures.
+        /// Paths of the failed measures, relative to the cadence (GEN-2).
         failed_measures: &'a [String],
     },
     /// A note stopped the run (RUN-8).
     Stopped {
-        /// Full path of the stopping note.
+        /// Path of the stopping note, relative to the cadence (GEN-2).
         path: &'a str,
         /// The reason given, if any.
         reason: Option<&'a str>,

@@ -150,8 +150,8 @@ pub struct RunReport<S> {
     pub run_id: String,
     /// How the run ended.
     pub outcome: Outcome,
-    /// Full paths of measures that failed and were absorbed by `OnError::Continue`, or the
-    /// failed measure of a failed run.
+    /// Paths of measures that failed and were absorbed by `OnError::Continue`, or the failed
+    /// measure of a failed run.
     pub failed_measures: Vec<String>,
     /// Whether the run resumed from a checkpoint.
     pub resumed: bool,

@@ -207,6 +207,8 @@ impl<S> MergeStrategy<S> {
 }
 
 impl<S> Default for MergeStrategy<S> {
+    // Not derived: a derive would require `S: Default`.
+    #[allow(clippy::derivable_impls)]
     fn default() -> Self {
         MergeStrategy::FailOnConflict
     }

@@ -677,7 +677,6 @@ impl cadence_core::Hook<Log> for EndPaths {
 }
 
 #[tokio::test]
-#[ignore = "BUG: RunOutcome::Stopped.path / Partial.failed_measures of a child run are full paths (`sub/halt`), GEN-2 says hooks use (cadence, path)"]
 async fn child_run_outcome_paths_are_relative_to_the_child() {
     // GEN-2, CHILD-2: hooks use (cadence, path) with paths relative to the cadence that
     // contains them; only errors and idempotency keys use full paths.

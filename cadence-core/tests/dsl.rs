@@ -302,7 +302,6 @@ fn note_names_in_groups_must_follow_gen1() {
 }
 
 #[test]
-#[ignore = "BUG: the explicit name of a `then` note is not checked against GEN-1"]
 fn then_note_name_must_follow_gen1() {
     // DSL-4, GEN-1: note names (explicit ones too) are non-empty, without '/' or controls,
     // also on a `.then` note.

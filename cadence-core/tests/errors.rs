@@ -517,7 +517,6 @@ async fn source_chain_of_a_run_error() {
 }
 
 #[test]
-#[ignore = "BUG: a Validation problem whose path is a name with a line break spans several lines"]
 fn display_validation_is_one_line_per_problem_even_for_bad_names() {
     // ERR-4: `Validation` lists every problem, one per line — also when the offending name
     // itself contains a line break (GEN-1 rejects it, and the report must stay readable).

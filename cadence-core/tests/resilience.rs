@@ -779,7 +779,7 @@ async fn failure_rate_windows_and_slow_calls() {
         note::from_fn(move |_: &mut u32| {
             let calls = calls.clone();
             Box::pin(async move {
-                if calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                if calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                     Err::<(), BoxError>("x".into())
                 } else {
                     Ok(())

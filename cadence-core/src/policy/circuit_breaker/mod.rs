@@ -242,7 +242,7 @@ impl CircuitBreakerBuilder {
         let mut problems = Vec::new();
         let mut bad = |m: &str| problems.push(Problem::new(&path, m));
         match self.mode {
-            Mode::ConsecutiveFailures { threshold } if threshold == 0 => {
+            Mode::ConsecutiveFailures { threshold: 0 } => {
                 bad("the failure threshold must be at least 1")
             }
             Mode::FailureRate {
