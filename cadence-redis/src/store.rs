@@ -1,9 +1,9 @@
 //! [`RedisStore`]: the checkpoint store (REDIS-1…4, CKP-9, CKP-10).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cadence_core::checkpoint::{CheckpointStore, Lease, Record, RunSummary, StoreFuture};
 use cadence_core::{CadenceError, CheckpointErrorKind};
@@ -65,6 +65,23 @@ return 1
     )
 });
 
+/// Fenced clear at the end of a run: delete the record and release the lease, only if the
+/// lease holds this token. KEYS: record, lease. ARGV: token. Returns 1, or 0 (lost).
+static CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+",
+    )
+});
+
+/// How long a record read with a lease acquisition serves the `load` that follows it.
+const PREFETCH_FOR: Duration = Duration::from_secs(1);
+/// Bound on the leases a store tracks (stale entries are dropped beyond it).
+const MAX_TRACKED: usize = 100_000;
+
 /// How many runs `list` reads per pipeline.
 const LIST_BATCH: usize = 256;
 
@@ -84,8 +101,13 @@ const LIST_BATCH: usize = 256;
 ///   report `LeaseLost` (release: nothing at all) on mismatch. The fence counter lives for
 ///   the record TTL plus the lease TTL after each acquisition or renewal, so it outlives every
 ///   record saved under it and tokens never repeat while a record exists.
-/// - **Round trips**: a save is one pipeline (the script or `SET`, then the index update);
-///   `list` reads records and lease flags in pipelines of 256.
+/// - **Round trips**: a save is one pipeline (the script or `SET`, then the index update).
+///   `acquire_lease` reads the record in its round trip, and the `load` of that run that
+///   follows within 1 s uses it (the engine acquires, then loads). A `clear` of a run whose
+///   lease this store holds is fenced like a save and releases the lease in the same round
+///   trip (the engine clears at the end of a run, then releases: that release costs nothing).
+///   So an engine run of n measures costs n + 2 round trips. `list` reads records and lease
+///   flags in pipelines of 256.
 /// - **Failures** (REDIS-4): every command runs within the command timeout (default 2 s) and
 ///   fails with `Checkpoint` kind `Unavailable` naming the URL (without credentials) and the
 ///   cause; the run then fails or continues per the builder's `on_checkpoint_error` (CKP-8).
@@ -93,8 +115,9 @@ const LIST_BATCH: usize = 256;
 ///   restart are loaded again.
 ///
 /// A save without a lease is a plain write (as in every store): only runs that take leases
-/// are fenced. `clear` takes no lease (the trait's signature): it deletes the record whoever
-/// holds the lease.
+/// are fenced. `clear` takes no lease (the trait's signature): when this store instance (or a
+/// clone) holds the run's lease it is fenced (`LeaseLost` if the lease was taken over, and the
+/// record is kept); otherwise it deletes the record whoever holds the lease.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -113,6 +136,17 @@ const LIST_BATCH: usize = 256;
 #[derive(Clone)]
 pub struct RedisStore {
     redis: Redis,
+    held: Arc<Mutex<HashMap<(String, String), Held>>>,
+}
+
+/// A lease this store acquired and has not released.
+#[derive(Debug)]
+struct Held {
+    token: u64,
+    /// The record as read in the acquisition's round trip, for the `load` that follows.
+    prefetched: Option<(Instant, Option<Vec<u8>>)>,
+    /// The lease was released by a fenced `clear`: `release_lease` has nothing left to do.
+    released: bool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -136,7 +170,35 @@ fn is_noscript(e: &RedisError) -> bool {
 impl RedisStore {
     /// A store on `redis` (see also [`Redis::store`]).
     pub fn new(redis: Redis) -> Self {
-        RedisStore { redis }
+        RedisStore {
+            redis,
+            held: Arc::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Held>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets a prefetched record of (cadence, run id): it was written since.
+    fn invalidate(&self, cadence: &str, run_id: &str) {
+        let mut held = self.held();
+        if held.is_empty() {
+            return;
+        }
+        if let Some(h) = held.get_mut(&(cadence.to_owned(), run_id.to_owned())) {
+            h.prefetched = None;
+        }
+    }
+
+    /// The token of the lease this store holds on (cadence, run id), if any.
+    fn held_token(&self, cadence: &str, run_id: &str) -> Option<u64> {
+        self.held()
+            .get(&(cadence.to_owned(), run_id.to_owned()))
+            .filter(|h| !h.released)
+            .map(|h| h.token)
     }
 
     /// Connects to `url` with the default options ([`Redis::connect`]).
@@ -177,6 +239,7 @@ impl RedisStore {
         run_id: &str,
         bytes: &[u8],
     ) -> Result<(), CadenceError> {
+        self.invalidate(cadence, run_id);
         let keys = self.redis.keys();
         let key = keys.run(cadence, run_id).record;
         let index = keys.index(cadence);
@@ -299,14 +362,23 @@ impl CheckpointStore for RedisStore {
     fn load<'a>(&'a self, cadence: &'a str, run_id: &'a str) -> StoreFuture<'a, Option<Record>> {
         Box::pin(async move {
             let key = self.redis.keys().run(cadence, run_id).record;
-            let mut conn = self.redis.connection();
-            let bytes: Option<Vec<u8>> = self
-                .redis
-                .run(
-                    || format!("loading the checkpoint of run '{run_id}' of '{cadence}'"),
-                    async { redis::cmd("GET").arg(&key).query_async(&mut conn).await },
-                )
-                .await?;
+            let prefetched = self
+                .held()
+                .get_mut(&(cadence.to_owned(), run_id.to_owned()))
+                .and_then(|h| h.prefetched.take())
+                .filter(|(at, _)| at.elapsed() < PREFETCH_FOR);
+            let bytes: Option<Vec<u8>> = match prefetched {
+                Some((_, bytes)) => bytes,
+                None => {
+                    let mut conn = self.redis.connection();
+                    self.redis
+                        .run(
+                            || format!("loading the checkpoint of run '{run_id}' of '{cadence}'"),
+                            async { redis::cmd("GET").arg(&key).query_async(&mut conn).await },
+                        )
+                        .await?
+                }
+            };
             match bytes {
                 None => Ok(None),
                 Some(bytes) => {
@@ -319,6 +391,7 @@ impl CheckpointStore for RedisStore {
 
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            self.invalidate(&record.cadence, &record.run_id);
             let keys = self.redis.keys();
             let run = keys.run(&record.cadence, &record.run_id);
             let index = keys.index(&record.cadence);
@@ -378,11 +451,18 @@ impl CheckpointStore for RedisStore {
             let keys = self.redis.keys();
             let run = keys.run(cadence, run_id);
             let index = keys.index(cadence);
+            self.invalidate(cadence, run_id);
+            let token = self.held_token(cadence, run_id);
             let mut pipe = redis::pipe();
-            pipe.cmd("DEL")
-                .arg(&run.record)
-                .ignore()
-                .cmd("ZREM")
+            let mut fenced = CLEAR.prepare_invoke();
+            match token {
+                Some(token) => {
+                    fenced.key(&run.record).key(&run.lease).arg(token);
+                    pipe.invoke_script(&fenced)
+                }
+                None => pipe.cmd("DEL").arg(&run.record),
+            };
+            pipe.cmd("ZREM")
                 .arg(&index)
                 .arg(run_id)
                 .ignore()
@@ -391,12 +471,27 @@ impl CheckpointStore for RedisStore {
                 .arg(self.redis.record_ttl_ms())
                 .ignore();
             let mut conn = self.redis.connection();
-            self.redis
+            let (done,): (i64,) = self
+                .redis
                 .run(
                     || format!("clearing the checkpoint of run '{run_id}' of '{cadence}'"),
-                    async move { pipe.query_async::<()>(&mut conn).await },
+                    Self::query_scripted(&mut conn, &pipe, &[&CLEAR]),
                 )
-                .await
+                .await?;
+            let Some(token) = token else {
+                return Ok(());
+            };
+            if let Some(h) = self
+                .held()
+                .get_mut(&(cadence.to_owned(), run_id.to_owned()))
+                .filter(|h| h.token == token)
+            {
+                h.released = true;
+            }
+            match done {
+                1 => Ok(()),
+                _ => Err(self.lease_lost(&Lease::new(cadence, run_id, token))),
+            }
         })
     }
 
@@ -524,24 +619,41 @@ impl CheckpointStore for RedisStore {
         Box::pin(async move {
             let run = self.redis.keys().run(cadence, run_id);
             let mut conn = self.redis.connection();
-            let fence_ttl = self.fence_ttl_ms(ttl);
-            let token: i64 = self
+            let mut acquire = ACQUIRE.prepare_invoke();
+            acquire
+                .key(&run.lease)
+                .key(&run.fence)
+                .arg(millis(ttl))
+                .arg(self.fence_ttl_ms(ttl));
+            // The record comes along in the same round trip, for the `load` that follows.
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&acquire).cmd("GET").arg(&run.record);
+            let (token, record): (i64, Option<Vec<u8>>) = self
                 .redis
                 .run(
                     || format!("acquiring the lease of run '{run_id}' of '{cadence}'"),
-                    async {
-                        ACQUIRE
-                            .key(&run.lease)
-                            .key(&run.fence)
-                            .arg(millis(ttl))
-                            .arg(fence_ttl)
-                            .invoke_async(&mut conn)
-                            .await
-                    },
+                    Self::query_scripted(&mut conn, &pipe, &[&ACQUIRE]),
                 )
                 .await?;
             match u64::try_from(token) {
-                Ok(token) if token > 0 => Ok(Lease::new(cadence, run_id, token)),
+                Ok(token) if token > 0 => {
+                    let mut held = self.held();
+                    if held.len() >= MAX_TRACKED {
+                        held.retain(|_, h| !h.released);
+                        if held.len() >= MAX_TRACKED {
+                            held.clear();
+                        }
+                    }
+                    held.insert(
+                        (cadence.to_owned(), run_id.to_owned()),
+                        Held {
+                            token,
+                            prefetched: Some((Instant::now(), record)),
+                            released: false,
+                        },
+                    );
+                    Ok(Lease::new(cadence, run_id, token))
+                }
                 _ => Err(self.redis.fail(
                     CheckpointErrorKind::LeaseHeld,
                     format_args!(
@@ -587,6 +699,18 @@ impl CheckpointStore for RedisStore {
 
     fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let key = (lease.cadence.clone(), lease.run_id.clone());
+            let was = {
+                let mut held = self.held();
+                match held.get(&key) {
+                    Some(h) if h.token == lease.token => held.remove(&key),
+                    _ => None,
+                }
+            };
+            if was.is_some_and(|h| h.released) {
+                // A fenced clear released it already.
+                return Ok(());
+            }
             let run = self.redis.keys().run(&lease.cadence, &lease.run_id);
             let mut conn = self.redis.connection();
             let _released: i64 = self

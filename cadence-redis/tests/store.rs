@@ -127,7 +127,7 @@ async fn list_filters_and_prunes_expired_entries() {
     let mut soon = record("a", "1", 1);
     soon.status = RecordStatus::Succeeded;
     soon.expires_at = Some(cadence_core::event::format_timestamp(
-        std::time::SystemTime::now() + Duration::from_millis(400),
+        std::time::SystemTime::now() + Duration::from_millis(1500),
     ));
     store.save(&soon, None).await.unwrap();
     store.save(&record("a", "3", 1), None).await.unwrap();
@@ -152,7 +152,7 @@ async fn list_filters_and_prunes_expired_entries() {
     assert_eq!(store.list(Some("b")).await.unwrap().len(), 1);
     store.release_lease(&lease).await.unwrap();
 
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     let members = |redis: Redis, key: String| async move {
         let mut conn = redis.connection();
         redis::cmd("ZRANGE")
@@ -694,4 +694,52 @@ async fn redis_killed_and_restarted_mid_load_leaves_no_corrupt_record() {
         }
     }
     assert!(!store.list(Some("load")).await.unwrap().is_empty());
+}
+
+// A clear by the lease holder is fenced and releases the lease; a clear by a worker whose
+// lease was taken over leaves the new owner's record alone.
+#[tokio::test]
+async fn clear_by_the_lease_holder_is_fenced_and_releases() {
+    let Some(url) = common::redis_url("fenced-clear") else {
+        return;
+    };
+    let prefix = common::unique_prefix("fenced-clear");
+    let connect = || {
+        Redis::builder(url.clone())
+            .with_prefix(prefix.clone())
+            .connect()
+    };
+    let (a, b) = (
+        connect().await.unwrap().store(),
+        connect().await.unwrap().store(),
+    );
+    let ttl = Duration::from_millis(200);
+    let la = a.acquire_lease("c", "r", ttl).await.unwrap();
+    // The load after an acquisition is served from the acquisition's round trip.
+    assert_eq!(a.load("c", "r").await.unwrap(), None);
+    let r1 = record("c", "r", 1);
+    a.save(&r1, Some(&la)).await.unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let lb = b
+        .acquire_lease("c", "r", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(b.load("c", "r").await.unwrap(), Some(r1));
+    let r2 = record("c", "r", 2);
+    b.save(&r2, Some(&lb)).await.unwrap();
+    // A, stale, finishes and clears: rejected, B's record stays.
+    let e = a.clear("c", "r").await.unwrap_err();
+    assert_eq!(kind(&e), Some(CheckpointErrorKind::LeaseLost), "{e}");
+    a.release_lease(&la).await.unwrap();
+    assert_eq!(b.load("c", "r").await.unwrap(), Some(r2));
+    // B finishes: the clear deletes the record and frees the run at once.
+    b.clear("c", "r").await.unwrap();
+    assert_eq!(b.load("c", "r").await.unwrap(), None);
+    let again = a.acquire_lease("c", "r", ttl).await.unwrap();
+    assert!(again.token > lb.token);
+    b.release_lease(&lb).await.unwrap();
+    // B's late release did not touch A's new lease.
+    let e = b.acquire_lease("c", "r", ttl).await.unwrap_err();
+    assert_eq!(kind(&e), Some(CheckpointErrorKind::LeaseHeld));
+    a.release_lease(&again).await.unwrap();
 }
