@@ -31,8 +31,10 @@ USAGE:
         With CI set, a service that cannot be provided is an error.
 
     cargo xtask bench [--only <id-prefix>] [--quick]
-        Same services, then `cargo run --release -p cadence-bench-core`, writing
-        target/cadence-bench/results.jsonl (printed at the end).
+        Same services, then `cargo run --release -p <bench>` for each bench crate
+        (cadence-bench-core, then cadence-bench-prometheus with --append), writing
+        target/cadence-bench/results.jsonl (printed at the end). With --only, a bench
+        holding no matching figure is passed over; none holding one is an error.
 
     cargo xtask ci
         cargo fmt --check, clippy -D warnings, rustdoc -D warnings, then `test`.
@@ -204,7 +206,16 @@ fn test(root: &Path, extra: &[String]) -> Result {
     }
 }
 
-/// `cargo xtask bench`: services, then the release bench binary; prints its JSONL output.
+/// The bench crates, in the order they run: the first writes the results file, the others
+/// append to it. Each holds the figures of its own dependency graph (core figures are measured
+/// without any adapter in the graph).
+const BENCHES: [&str; 2] = ["cadence-bench-core", "cadence-bench-prometheus"];
+
+/// What a bench binary prints when `--only` selects none of its figures.
+const NO_FIGURE: &str = "no figure id starts with";
+
+/// `cargo xtask bench`: services, then every bench binary in release mode; prints the JSONL
+/// output. Every bench runs even if one fails.
 fn bench(root: &Path, only: Option<&str>, quick: bool) -> Result {
     let services = Services::start(services::is_ci())?;
     let out = root.join("target/cadence-bench/results.jsonl");
@@ -218,30 +229,55 @@ fn bench(root: &Path, only: Option<&str>, quick: bool) -> Result {
         }
         _ => {}
     }
-    let mut cargo = cmd::cargo(root);
-    cargo.args(["run", "--release", "-p", "cadence-bench-core", "--"]);
-    if let Some(prefix) = only {
-        cargo.args(["--only", prefix]);
+    let (mut failures, mut selected) = (Vec::new(), 0);
+    for (i, package) in BENCHES.into_iter().enumerate() {
+        let mut cargo = cmd::cargo(root);
+        cargo.args(["run", "--release", "-p", package, "--"]);
+        if let Some(prefix) = only {
+            cargo.args(["--only", prefix]);
+        }
+        if quick {
+            cargo.arg("--quick");
+        }
+        cargo.arg("--out").arg(&out);
+        if i > 0 {
+            cargo.arg("--append");
+        }
+        services.apply(&mut cargo);
+        match cmd::run_watching_stderr(&mut cargo, NO_FIGURE) {
+            (Ok(()), _) => selected += 1,
+            (Err(_), true) if only.is_some() => {
+                eprintln!("xtask: {package} has no figure selected by --only; passed over");
+            }
+            (Err(e), _) => {
+                eprintln!("xtask: {e}");
+                failures.push(e.to_string());
+            }
+        }
     }
-    if quick {
-        cargo.arg("--quick");
-    }
-    cargo.arg("--out").arg(&out);
-    services.apply(&mut cargo);
-    let result = cmd::run(&mut cargo);
     drop(services);
+    if selected == 0 && failures.is_empty() {
+        failures.push(format!(
+            "no bench has a figure whose id starts with `{}`",
+            only.unwrap_or_default()
+        ));
+    }
     match std::fs::read_to_string(&out) {
         Ok(text) if text.is_empty() => {}
         Ok(text) => {
             println!("\n{}:", out.display());
             print!("{text}");
         }
-        Err(e) if result.is_ok() => {
+        Err(e) if failures.is_empty() => {
             return Err(Error::new(format!("could not read {}: {e}", out.display())));
         }
         Err(_) => {}
     }
-    result
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(failures.join("\n")))
+    }
 }
 
 /// `cargo xtask ci`: fmt, clippy, rustdoc, test; stops at the first failure.
