@@ -284,7 +284,7 @@ impl<S: Send + 'static> CadenceBuilder<S> {
     /// use std::sync::Arc;
     /// use cadence_core::{BoxError, Cadence, RunOptions, note, checkpoint::MemoryStore};
     ///
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
     /// let store = Arc::new(MemoryStore::new());
     /// let cadence = Cadence::<u32>::new("counted")
     ///     .then("bump", note::from_fn(|n: &mut u32| Box::pin(async move { *n += 1; Ok::<_, BoxError>(()) })))

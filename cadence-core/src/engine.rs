@@ -641,7 +641,19 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                         };
                         let lost = async {
                             match lease {
-                                Some(s) => s.keep_lease().await,
+                                // A runtime without timers cannot renew leases: the run goes
+                                // on and the lease is left to the store's expiry.
+                                Some(s) => match CatchUnwind::new(s.keep_lease()).await {
+                                    Ok(e) => e,
+                                    Err(p) => {
+                                        tracing::warn!(
+                                            target: "cadence",
+                                            "cannot renew the checkpoint lease ({}); enable tokio's time driver",
+                                            panic_message(p.as_ref())
+                                        );
+                                        std::future::pending().await
+                                    }
+                                },
                                 None => std::future::pending().await,
                             }
                         };

@@ -39,7 +39,7 @@
 //! ## Modules
 //!
 //! - [`builder`]: the DSL ([`CadenceBuilder`]) and its validation.
-//! - [`note`]: notes, [`NoteContext`], [`Control`].
+//! - [`note`](mod@note): notes, [`NoteContext`], [`Control`].
 //! - [`cond`]: split conditions and route selectors.
 //! - [`handler`]: the `on_error` handler.
 //! - [`checkpoint`]: checkpoint records and stores, for resuming crashed runs.

@@ -9,8 +9,8 @@
 //! left exactly as it was before the group (PAR-12).
 //!
 //! ```
-//! use cadence_core::score::{Score, Field, FieldClass};
-//! use cadence_core::Shared;
+//! use cadence_core::score::FieldClass;
+//! use cadence_core::{Score, Shared};
 //!
 //! #[derive(Clone, Score)]
 //! struct Enriched {

@@ -295,7 +295,7 @@ pub(crate) fn sync_sleep100(config: &Config) -> Outcome {
 pub(crate) fn retry3(config: &Config) -> Outcome {
     async fn twice_then_ok(s: &mut Small) -> Result<(), BoxError> {
         s.counter += 1;
-        if s.counter % 3 != 0 {
+        if !s.counter.is_multiple_of(3) {
             return Err("transient".into());
         }
         Ok(())
