@@ -624,7 +624,9 @@ async fn started_events_say_resumed_and_replayed() {
     let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
     let s2 = seen.clone();
     emitter.on("cadence.started", move |e: &cadence_core::Event| {
-        s2.lock().unwrap().push((e.seq, serde_json::to_string(e).unwrap()));
+        s2.lock()
+            .unwrap()
+            .push((e.seq, serde_json::to_string(e).unwrap()));
     });
     let c = Cadence::<Job>::new("job")
         .then("a", w.step("a"))
