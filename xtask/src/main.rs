@@ -32,8 +32,8 @@ USAGE:
 
     cargo xtask bench [--only <id-prefix>] [--quick]
         Same services, then `cargo run --release -p <bench>` for each bench crate
-        (cadence-bench-core, then cadence-bench-prometheus with --append), writing
-        target/cadence-bench/results.jsonl (printed at the end). With --only, a bench
+        (cadence-bench-core, then cadence-bench-prometheus and cadence-bench-redis with
+        --append), writing target/cadence-bench/results.jsonl (printed at the end). With --only, a bench
         holding no matching figure is passed over; none holding one is an error.
 
     cargo xtask ci
@@ -209,7 +209,11 @@ fn test(root: &Path, extra: &[String]) -> Result {
 /// The bench crates, in the order they run: the first writes the results file, the others
 /// append to it. Each holds the figures of its own dependency graph (core figures are measured
 /// without any adapter in the graph).
-const BENCHES: [&str; 2] = ["cadence-bench-core", "cadence-bench-prometheus"];
+const BENCHES: [&str; 3] = [
+    "cadence-bench-core",
+    "cadence-bench-prometheus",
+    "cadence-bench-redis",
+];
 
 /// What a bench binary prints when `--only` selects none of its figures.
 const NO_FIGURE: &str = "no figure id starts with";
