@@ -1094,12 +1094,14 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     }
 
     /// One note with its `cadence.note` span.
-    pub(crate) async fn exec_note(
-        &self,
-        n: &CompiledNote<S>,
-        score: &mut S,
-    ) -> Result<Flow, CadenceError> {
-        self.exec_note_as(n, score, None).await
+    ///
+    /// Not an `async fn` itself: one less state machine around every note.
+    pub(crate) fn exec_note<'a>(
+        &'a self,
+        n: &'a CompiledNote<S>,
+        score: &'a mut S,
+    ) -> impl Future<Output = Result<Flow, CadenceError>> + Send + 'a {
+        self.exec_note_as(n, score, None)
     }
 
     /// One note; `member` is set for parallel members, whose first `note_start` and whose

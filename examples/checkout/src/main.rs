@@ -182,11 +182,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn premium_order_is_discounted_and_paid() {
-        let order = checkout_cadence()
-            .unwrap()
-            .run(Order::default())
-            .await
-            .unwrap();
+        let order = Order {
+            customer: "ada@example.com".into(),
+            ..Order::default()
+        };
+        let order = checkout_cadence().unwrap().run(order).await.unwrap();
         assert_eq!(order.subtotal_cents, 11_700);
         assert_eq!(order.total_cents, 10_530);
         assert_eq!(order.shipping, "express");
