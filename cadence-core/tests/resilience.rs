@@ -1156,3 +1156,51 @@ async fn blocking_note_with_timeout_runs_on_a_clone() {
     assert_eq!(r.outcome, Outcome::Partial);
     assert_eq!(r.score, [0], "the clone was abandoned");
 }
+
+#[tokio::test(start_paused = true)]
+async fn reading_the_state_does_not_hide_the_half_open_transition() {
+    // CB-3, CB-6: a state() read shows half-open; the next admission reports the transition.
+    let b = CircuitBreaker::builder("peek")
+        .consecutive_failures(1)
+        .recovery_timeout(100 * MS)
+        .build()
+        .unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let n = {
+        let fail = fail.clone();
+        note::from_fn(move |_: &mut u32| {
+            let fail = fail.clone();
+            Box::pin(async move {
+                if fail.load(Ordering::SeqCst) {
+                    Err::<(), BoxError>("down".into())
+                } else {
+                    Ok(())
+                }
+            })
+        })
+    };
+    let rec = RecordingHook::new();
+    let c = one(n.with_circuit_breaker(b.clone()), &rec);
+    c.run(0).await.unwrap_err();
+    tokio::time::sleep(100 * MS).await;
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    let _ = format!("{b:?}");
+    fail.store(false, Ordering::SeqCst);
+    c.run(0).await.unwrap();
+    let changes: Vec<(CircuitState, CircuitState)> = rec
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::CircuitStateChange(_, from, to) => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (CircuitState::Closed, CircuitState::Open),
+            (CircuitState::Open, CircuitState::HalfOpen),
+            (CircuitState::HalfOpen, CircuitState::Closed),
+        ]
+    );
+}

@@ -658,10 +658,21 @@ impl CircuitBreaker {
     }
 
     /// The current state; an open breaker past its recovery time reads as half-open (CB-3).
+    ///
+    /// Reading does not record the transition: the next call that asks for admission makes it
+    /// and reports it to its run's hooks (CB-6), so observers never miss the half-open step.
     pub fn state(&self) -> CircuitState {
-        let mut st = self.lock();
-        let _ = self.refresh(&mut st, Instant::now());
-        st.state
+        let st = self.lock();
+        self.effective(&st, Instant::now())
+    }
+
+    fn effective(&self, st: &BreakerState, now: Instant) -> CircuitState {
+        match (st.state, st.opened_at) {
+            (CircuitState::Open, Some(at)) if now >= at + self.inner.recovery_timeout => {
+                CircuitState::HalfOpen
+            }
+            (state, _) => state,
+        }
     }
 
     /// Closes the breaker and clears its counts (CB-7).
@@ -674,14 +685,14 @@ impl CircuitBreaker {
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let mut st = self.lock();
-        let _ = self.refresh(&mut st, now);
         if let Mode::FailureRate { window, .. } = self.inner.mode {
             trim(&mut st.calls, window, now);
         }
+        let state = self.effective(&st, now);
         let calls = st.calls.len() as u32;
         let failures = st.calls.iter().filter(|c| c.1).count() as u32;
         Snapshot {
-            state: st.state,
+            state,
             consecutive_failures: st.consecutive,
             calls,
             failures,
