@@ -215,7 +215,8 @@ const BENCHES: [&str; 3] = [
     "cadence-bench-redis",
 ];
 
-/// What a bench binary prints when `--only` selects none of its figures.
+/// What a bench binary prints when `--only` selects none of its figures
+/// (`cadence_bench_core::cli::NO_FIGURE`; xtask stays std-only, so it is repeated here).
 const NO_FIGURE: &str = "no figure id starts with";
 
 /// `cargo xtask bench`: services, then every bench binary in release mode; prints the JSONL

@@ -2,11 +2,13 @@
 //! as JSON lines. Run it through `cargo xtask bench [--only PREFIX] [--quick]`.
 //!
 //! - [`harness`]: goals, interleaved measurement, output format, counting allocator;
-//! - [`figures`]: the registry, and how to add a figure.
+//! - [`figures`]: the registry, and how to add a figure;
+//! - [`cli`]: the command line of every bench binary (this one and the adapters' bench crates).
 
 #![deny(unsafe_code)]
 
 mod checkpoint;
+pub mod cli;
 mod emitter;
 mod engine;
 pub mod figures;
