@@ -878,7 +878,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 .ckpt
                 .and_then(|s| s.members.get(&*n.path).map(|v| (s, v)));
             results.push(match stored {
-                Some((s, v)) => match (s.codec.decode)(v.clone()) {
+                Some((s, v)) => match (s.codec.decode)(v) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         return Err(CadenceError::checkpoint(
@@ -991,7 +991,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         &self,
         session: &Session<S>,
         path: &str,
-        encoded: Result<serde_json::Value, CadenceError>,
+        encoded: Result<crate::checkpoint::RawJson, CadenceError>,
     ) -> Result<(), CadenceError> {
         match session.member_completed(path, encoded).await {
             Ok(n) => {

@@ -85,7 +85,7 @@ async fn a_failed_run_resumes_and_skips_completed_measures() {
         .expect("kept after failure");
     assert_eq!(stored.status, RecordStatus::Failed);
     assert_eq!(stored.completed, ["a", "b"]);
-    assert_eq!(stored.score["total"], 3);
+    assert_eq!(stored.score_value()["total"], 3);
     assert!(rec.lines().contains(&"checkpoint_saved b".to_owned()));
 
     w.fail.store(false, Ordering::SeqCst);

@@ -337,7 +337,7 @@ async fn two_workers_racing_the_stale_one_is_rejected_every_time() {
             now.fence, lease.token,
             "the record holds the owner's progress"
         );
-        assert!(now.score["n"].as_u64().unwrap() < 999_999);
+        assert!(now.score_value()["n"].as_u64().unwrap() < 999_999);
         previous = Some((owner, lease));
         // The owner now stalls: it stops renewing, and its lease expires.
     }
@@ -369,11 +369,11 @@ async fn concurrent_saves_are_never_torn() {
                 store.save(&r, None).await.unwrap();
                 let got = store.load("torn", "r").await.unwrap().unwrap();
                 let (gw, gi) = (
-                    got.score["w"].as_u64().unwrap(),
-                    got.score["i"].as_u64().unwrap(),
+                    got.score_value()["w"].as_u64().unwrap(),
+                    got.score_value()["i"].as_u64().unwrap(),
                 );
                 assert_eq!(got.completed, [format!("{gw}-{gi}")]);
-                assert_eq!(got.score["pad"].as_str().unwrap().len(), 64 * 1024);
+                assert_eq!(got.score_value()["pad"].as_str().unwrap().len(), 64 * 1024);
             }
         }));
     }
@@ -690,7 +690,7 @@ async fn redis_killed_and_restarted_mid_load_leaves_no_corrupt_record() {
         if let Some(bytes) = store.get_raw("load", &run).await.unwrap() {
             let r = Record::from_json(&bytes).expect("a whole record");
             assert_eq!(r.run_id, run);
-            assert_eq!(r.score["pad"].as_str().unwrap().len(), 2000);
+            assert_eq!(r.score_value()["pad"].as_str().unwrap().len(), 2000);
         }
     }
     assert!(!store.list(Some("load")).await.unwrap().is_empty());

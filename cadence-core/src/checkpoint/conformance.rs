@@ -231,10 +231,12 @@ fn full_record(cadence: &str, run_id: &str) -> Record {
     r.completed = vec!["fetch".into(), "price".into(), "fan out".into()];
     r.members.insert(
         "group/left".into(),
-        serde_json::json!({"total": 1, "items": []}),
+        super::raw_json(&serde_json::json!({"total": 1, "items": []})),
     );
-    r.members
-        .insert("group/ríght".into(), serde_json::json!("any json"));
+    r.members.insert(
+        "group/ríght".into(),
+        super::raw_json(&serde_json::json!("any json")),
+    );
     r.attempts.insert("fetch".into(), 3);
     r.attempts.insert("group/left".into(), 1);
     r.trace = Some(
@@ -462,7 +464,7 @@ pub async fn concurrent_saves_never_torn(store: &dyn CheckpointStore, options: &
                 records.contains(&got),
                 "concurrent saves never torn: {when}, the loaded record is none of the saved ones \
                  (a torn or mixed write; score.i = {})",
-                got.score["i"]
+                got.score_value()["i"]
             );
         }
     };

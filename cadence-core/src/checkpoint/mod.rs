@@ -72,8 +72,12 @@ impl RecordStatus {
     }
 }
 
+/// A JSON document kept as its text: scores are written into records without being parsed or
+/// rebuilt, so a save serializes the score once.
+pub type RawJson = Box<serde_json::value::RawValue>;
+
 /// One run's checkpoint (CKP-2). Serialized as JSON by every store.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Record {
     /// Format version ([`FORMAT_VERSION`]).
@@ -90,9 +94,10 @@ pub struct Record {
     pub completed: Vec<String>,
     /// Results of finished members of an unfinished parallel group: member path → score.
     #[serde(default)]
-    pub members: BTreeMap<String, serde_json::Value>,
-    /// The score (serde JSON of `S`) after the last completed measure.
-    pub score: serde_json::Value,
+    pub members: BTreeMap<String, RawJson>,
+    /// The score (serde JSON of `S`) after the last completed measure, as JSON text; read it
+    /// with [`Record::score_value`].
+    pub score: RawJson,
     /// Attempts started so far, per note path, across executions (CKP-12).
     #[serde(default)]
     pub attempts: BTreeMap<String, u32>,
@@ -128,7 +133,7 @@ impl Record {
             status: RecordStatus::Running,
             completed: Vec::new(),
             members: BTreeMap::new(),
-            score,
+            score: raw_json(&score),
             attempts: BTreeMap::new(),
             trace: None,
             fence: 0,
@@ -136,6 +141,11 @@ impl Record {
             updated_at: now,
             expires_at: None,
         }
+    }
+
+    /// The score as a JSON value.
+    pub fn score_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.score.get()).unwrap_or(serde_json::Value::Null)
     }
 
     /// Whether a retained terminal record has expired at `now`.
@@ -180,6 +190,37 @@ impl Record {
             )
         })
     }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.cadence == other.cadence
+            && self.run_id == other.run_id
+            && self.fingerprint == other.fingerprint
+            && self.status == other.status
+            && self.completed == other.completed
+            && self.members.len() == other.members.len()
+            && self
+                .members
+                .iter()
+                .zip(&other.members)
+                .all(|((ka, va), (kb, vb))| ka == kb && va.get() == vb.get())
+            && self.score.get() == other.score.get()
+            && self.attempts == other.attempts
+            && self.trace == other.trace
+            && self.fence == other.fence
+            && self.created_at == other.created_at
+            && self.updated_at == other.updated_at
+            && self.expires_at == other.expires_at
+    }
+}
+
+/// A JSON value as [`RawJson`].
+pub fn raw_json(value: &serde_json::Value) -> RawJson {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
+        serde_json::value::RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+    })
 }
 
 /// `now` as RFC 3339 with microseconds and `Z` (GEN-3).

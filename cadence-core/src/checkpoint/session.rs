@@ -10,14 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::{CheckpointStore, Lease, OnCheckpointError, Record, RecordStatus, now_rfc3339};
+use super::{
+    CheckpointStore, Lease, OnCheckpointError, RawJson, Record, RecordStatus, now_rfc3339,
+};
 use crate::error::{CadenceError, CheckpointErrorKind};
 use crate::hook::TraceContext;
 
 /// How a score travels to and from JSON, captured where `S: Serialize + DeserializeOwned`.
 pub(crate) struct Codec<S> {
-    pub(crate) encode: fn(&S) -> Result<serde_json::Value, serde_json::Error>,
-    pub(crate) decode: fn(serde_json::Value) -> Result<S, serde_json::Error>,
+    pub(crate) encode: fn(&S) -> Result<RawJson, serde_json::Error>,
+    pub(crate) decode: fn(&RawJson) -> Result<S, serde_json::Error>,
 }
 
 impl<S> Clone for Codec<S> {
@@ -31,8 +33,8 @@ impl<S> Copy for Codec<S> {}
 impl<S: serde::Serialize + serde::de::DeserializeOwned> Codec<S> {
     pub(crate) fn new() -> Self {
         Codec {
-            encode: |s| serde_json::to_value(s),
-            decode: serde_json::from_value,
+            encode: |s| serde_json::value::to_raw_value(s),
+            decode: |raw| serde_json::from_str(raw.get()),
         }
     }
 }
@@ -121,7 +123,7 @@ pub(crate) struct Session<S> {
     /// Completed measure paths from the loaded record (skipped on resume).
     pub(crate) completed: HashSet<String>,
     /// Stored results of finished members of an unfinished group.
-    pub(crate) members: BTreeMap<String, serde_json::Value>,
+    pub(crate) members: BTreeMap<String, RawJson>,
     /// Attempts recorded by earlier executions (CKP-12).
     prior: HashMap<String, u32>,
     /// Attempts started by this execution, merged into the record on each save.
@@ -182,7 +184,7 @@ impl<S> Session<S> {
         let resumed = loaded.is_some();
         let record = match loaded {
             Some(rec) => {
-                let stored_score = match (cfg.codec.decode)(rec.score.clone()) {
+                let stored_score = match (cfg.codec.decode)(&rec.score) {
                     Ok(s) => s,
                     Err(e) => {
                         release(lease).await;
@@ -244,7 +246,8 @@ impl<S> Session<S> {
                         return Err(e);
                     }
                 };
-                let mut rec = Record::new(cadence, run_id, fingerprint, encoded);
+                let mut rec = Record::new(cadence, run_id, fingerprint, serde_json::Value::Null);
+                rec.score = encoded;
                 rec.trace = trace;
                 rec
             }
@@ -301,7 +304,7 @@ impl<S> Session<S> {
 
     /// Encodes a score (synchronously: the engine never holds `&S` across an await, so scores
     /// need not be `Sync`).
-    pub(crate) fn encode(&self, score: &S) -> Result<serde_json::Value, CadenceError> {
+    pub(crate) fn encode(&self, score: &S) -> Result<RawJson, CadenceError> {
         (self.codec.encode)(score).map_err(|e| {
             CadenceError::checkpoint(
                 CheckpointErrorKind::Other,
@@ -314,7 +317,7 @@ impl<S> Session<S> {
     pub(crate) async fn measure_completed(
         &self,
         path: &str,
-        encoded: Result<serde_json::Value, CadenceError>,
+        encoded: Result<RawJson, CadenceError>,
     ) -> Result<usize, CadenceError> {
         let encoded = encoded?;
         let mut rec = self.record.lock().await;
@@ -329,7 +332,7 @@ impl<S> Session<S> {
     pub(crate) async fn member_completed(
         &self,
         member_path: &str,
-        encoded: Result<serde_json::Value, CadenceError>,
+        encoded: Result<RawJson, CadenceError>,
     ) -> Result<usize, CadenceError> {
         let encoded = encoded?;
         let mut rec = self.record.lock().await;
@@ -342,7 +345,7 @@ impl<S> Session<S> {
     pub(crate) async fn finish(
         &self,
         status: Option<RecordStatus>,
-        final_score: Result<serde_json::Value, CadenceError>,
+        final_score: Result<RawJson, CadenceError>,
         retain: Option<Duration>,
     ) -> Result<(), CadenceError> {
         let mut rec = self.record.lock().await;
