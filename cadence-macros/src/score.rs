@@ -132,7 +132,10 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
         if attrs.skip || is_shared {
             continue;
         }
-        let ident = f.ident.clone().ok_or_else(|| Error::new(f.span(), "unnamed field"))?;
+        let ident = f
+            .ident
+            .clone()
+            .ok_or_else(|| Error::new(f.span(), "unnamed field"))?;
         let name = ident.to_string();
         let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
         fields.push(FieldSpec {
