@@ -1,5 +1,5 @@
 //! `redis.ckpt_commits`: note commits per second with 64 concurrent runs of 5 notes, each
-//! checkpointing to a local `redis-server` through [`RedisStore`], against the floor of a
+//! checkpointing to a local `redis-server` through [`RedisStore`](cadence_redis::RedisStore), against the floor of a
 //! fenced write: `EVALSHA` of a minimal Lua compare-and-set of the same payload from 64
 //! concurrent tasks over one shared connection.
 //!
