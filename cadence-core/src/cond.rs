@@ -21,15 +21,26 @@ use std::sync::Arc;
 use crate::error::BoxError;
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-type SyncCond<S> = Arc<dyn Fn(&S) -> Result<bool, BoxError> + Send + Sync>;
-type AsyncCond<S> = Arc<dyn for<'a> Fn(&'a S) -> BoxFut<'a, Result<bool, BoxError>> + Send + Sync>;
-type SyncSel<S> = Arc<dyn Fn(&S) -> Result<String, BoxError> + Send + Sync>;
-type AsyncSel<S> = Arc<dyn for<'a> Fn(&'a S) -> BoxFut<'a, Result<String, BoxError>> + Send + Sync>;
+type SyncEval<S, T> = Arc<dyn Fn(&S) -> Result<T, BoxError> + Send + Sync>;
+type AsyncEval<S, T> = Arc<dyn for<'a> Fn(&'a S) -> BoxFut<'a, Result<T, BoxError>> + Send + Sync>;
 
-pub(crate) enum CondFn<S> {
-    Sync(SyncCond<S>),
-    Async(AsyncCond<S>),
+/// A function of the score that conditions and selectors share: sync or async, fallible.
+pub(crate) enum EvalFn<S, T> {
+    Sync(SyncEval<S, T>),
+    Async(AsyncEval<S, T>),
 }
+
+impl<S, T> Clone for EvalFn<S, T> {
+    fn clone(&self) -> Self {
+        match self {
+            EvalFn::Sync(f) => EvalFn::Sync(f.clone()),
+            EvalFn::Async(f) => EvalFn::Async(f.clone()),
+        }
+    }
+}
+
+pub(crate) type CondFn<S> = EvalFn<S, bool>;
+pub(crate) type SelFn<S> = EvalFn<S, String>;
 
 /// A split's predicate with its diagram label.
 pub struct Condition<S> {
@@ -41,10 +52,7 @@ impl<S> Clone for Condition<S> {
     fn clone(&self) -> Self {
         Condition {
             label: self.label.clone(),
-            f: match &self.f {
-                CondFn::Sync(f) => CondFn::Sync(f.clone()),
-                CondFn::Async(f) => CondFn::Async(f.clone()),
-            },
+            f: self.f.clone(),
         }
     }
 }
@@ -110,7 +118,7 @@ where
     fn into_condition(self) -> Condition<S> {
         Condition {
             label: Cow::Borrowed("condition"),
-            f: CondFn::Sync(Arc::new(move |s: &S| self(s).into_result())),
+            f: EvalFn::Sync(Arc::new(move |s: &S| self(s).into_result())),
         }
     }
 }
@@ -136,16 +144,11 @@ where
     let f = Arc::new(f);
     Condition {
         label: Cow::Borrowed("condition"),
-        f: CondFn::Async(Arc::new(move |s: &S| {
+        f: EvalFn::Async(Arc::new(move |s: &S| {
             let fut = f(s);
             Box::pin(async move { fut.await.into_result() }) as BoxFut<'_, _>
         })),
     }
-}
-
-pub(crate) enum SelFn<S> {
-    Sync(SyncSel<S>),
-    Async(AsyncSel<S>),
 }
 
 /// A route's key function.
@@ -233,7 +236,7 @@ where
     fn into_selector(self) -> Selector<S> {
         Selector {
             label: Cow::Borrowed("selector"),
-            f: SelFn::Sync(Arc::new(move |s: &S| self(s).into_key())),
+            f: EvalFn::Sync(Arc::new(move |s: &S| self(s).into_key())),
         }
     }
 }
@@ -253,7 +256,7 @@ where
     let f = Arc::new(f);
     Selector {
         label: Cow::Borrowed("selector"),
-        f: SelFn::Async(Arc::new(move |s: &S| {
+        f: EvalFn::Async(Arc::new(move |s: &S| {
             let fut = f(s);
             Box::pin(async move { fut.await.into_key() }) as BoxFut<'_, _>
         })),

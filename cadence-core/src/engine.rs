@@ -24,7 +24,7 @@ use tracing::field::Empty;
 use crate::cadence::{CompiledNote, GroupOps, Inner, Measure, MeasureBody};
 use crate::checkpoint::session::{CheckpointRunOptions, Checkpointing, Opened, RunFlags, Session};
 use crate::checkpoint::{OnCheckpointError, RecordStatus};
-use crate::cond::{CondFn, Condition, SelFn, Selector};
+use crate::cond::EvalFn;
 use crate::error::CheckpointErrorKind;
 use crate::error::TimeoutScope;
 use crate::error::{BoxError, CadenceError, ErrorKind, panic_message};
@@ -821,7 +821,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 if_true,
                 if_false,
             } => {
-                let taken = self.eval_condition(cond, &m.path, score).await?;
+                let taken = self.eval(&cond.f, &m.path, score).await?;
                 let branch = if taken { "true" } else { "false" };
                 self.emit(Occ::Branch(&m.path, branch, branch), None);
                 self.exec_notes(if taken { if_true } else { if_false }, score)
@@ -832,7 +832,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 routes,
                 default,
             } => {
-                let key = self.eval_selector(selector, &m.path, score).await?;
+                let key = self.eval(&selector.f, &m.path, score).await?;
                 match routes.iter().find(|(k, _)| **k == *key) {
                     Some((k, notes)) => {
                         self.emit(Occ::Branch(&m.path, k, &key), None);
@@ -1034,16 +1034,17 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         }
     }
 
-    /// BR-1, BR-3: evaluated once; errors and panics fail the measure at its path.
-    async fn eval_condition(
+    /// BR-1, BR-3: evaluates a condition or selector once; errors and panics fail the measure
+    /// at its path.
+    async fn eval<T>(
         &self,
-        cond: &Condition<S>,
+        f: &EvalFn<S, T>,
         path: &str,
         score: &mut S,
-    ) -> Result<bool, CadenceError> {
-        let r = match &cond.f {
-            CondFn::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(&*score))),
-            CondFn::Async(f) => {
+    ) -> Result<T, CadenceError> {
+        let r = match f {
+            EvalFn::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(&*score))),
+            EvalFn::Async(f) => {
                 let fut = {
                     let s: &S = score;
                     catch_unwind(AssertUnwindSafe(move || f(s)))
@@ -1055,36 +1056,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             }
         };
         match r {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(source)) => Err(CadenceError::Note {
-                path: self.full_path(path).into_owned(),
-                source,
-            }),
-            Err(p) => Err(self.panicked(path, p)),
-        }
-    }
-
-    async fn eval_selector(
-        &self,
-        sel: &Selector<S>,
-        path: &str,
-        score: &mut S,
-    ) -> Result<String, CadenceError> {
-        let r = match &sel.f {
-            SelFn::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(&*score))),
-            SelFn::Async(f) => {
-                let fut = {
-                    let s: &S = score;
-                    catch_unwind(AssertUnwindSafe(move || f(s)))
-                };
-                match fut {
-                    Ok(fut) => CatchUnwind::new(fut).await,
-                    Err(p) => Err(p),
-                }
-            }
-        };
-        match r {
-            Ok(Ok(k)) => Ok(k),
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => Err(CadenceError::Note {
                 path: self.full_path(path).into_owned(),
                 source,
