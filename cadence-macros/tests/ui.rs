@@ -1,7 +1,9 @@
-//! Compile-fail tests for `#[note]`: every invalid use is an error naming the problem, spanned
-//! on it (NOTE-1, NOTE-8).
+//! Compile-fail tests: every invalid use of `#[note]` (NOTE-1, NOTE-8) and of
+//! `#[derive(Score)]` (PAR-1, PAR-2) is an error naming the problem, spanned on it.
 
 #[test]
 fn ui() {
-    trybuild::TestCases::new().compile_fail("tests/ui/*.rs");
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+    t.compile_fail("tests/ui-score/*.rs");
 }
