@@ -1357,7 +1357,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let r = match rejected {
                 Some(e) => Err(e),
                 None => {
-                    let att = self.attempt(n, &mut *guard.score, attempt, on_clone);
+                    // The attempt future is built where it is awaited: a named local would be
+                    // stored twice in this (boxed) future.
                     let attempt_end = p.timeout.as_ref().map(|t| Instant::now() + t.after);
                     let bound = match (attempt_end, deadline) {
                         (None, None) => None,
@@ -1368,8 +1369,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                         }
                     };
                     match bound {
-                        None => att.await,
-                        Some((at, is_deadline)) => match tokio::time::timeout_at(at, att).await {
+                        None => self.attempt(n, &mut *guard.score, attempt, on_clone).await,
+                        Some((at, is_deadline)) => match tokio::time::timeout_at(
+                            at,
+                            self.attempt(n, &mut *guard.score, attempt, on_clone),
+                        )
+                        .await
+                        {
                             Ok(r) => r,
                             Err(_) if is_deadline => {
                                 deadline_hit = true;
