@@ -465,12 +465,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     pub(crate) async fn execute(&self, score: &mut S) -> End {
         let span = self.run_span(false);
         let end = async {
-            let t0 = self.observe.then(Instant::now);
             self.emit(Occ::CadenceStart, Some(&*score));
             let mut guard = RunGuard {
                 rc: self,
                 score,
-                t0,
+                t0: self.observe.then(Instant::now),
                 armed: self.observe,
             };
             let end = match self.info.token {
@@ -487,7 +486,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             };
             guard.armed = false;
             self.emit(
-                Occ::CadenceEnd(elapsed(t0), &end.as_outcome()),
+                Occ::CadenceEnd(elapsed(guard.t0), &end.as_outcome()),
                 Some(&*guard.score),
             );
             end
@@ -777,14 +776,14 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     }
 
     async fn exec_measure(&self, m: &Measure<S>, score: &mut S) -> Result<Flow, CadenceError> {
-        let t0 = self.observe.then(Instant::now);
-        self.emit(Occ::MeasureStart(&m.path, m.kind), None);
+        // The start time lives only in the guard: every byte here is in every run's future.
         let mut guard = MeasureGuard {
             rc: self,
             path: &m.path,
-            t0,
+            t0: self.observe.then(Instant::now),
             armed: self.observe,
         };
+        self.emit(Occ::MeasureStart(&m.path, m.kind), None);
         let r = match &m.body {
             MeasureBody::Note(n) => self.exec_note(n, score).await,
             _ => {
@@ -808,7 +807,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             Err(CadenceError::Cancelled) => MeasureOutcome::Cancelled,
             Err(e) => MeasureOutcome::Failed(e),
         };
-        self.emit(Occ::MeasureEnd(&m.path, elapsed(t0), &outcome), None);
+        self.emit(Occ::MeasureEnd(&m.path, elapsed(guard.t0), &outcome), None);
         r
     }
 
