@@ -11,8 +11,8 @@ use std::cell::OnceCell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -71,18 +71,46 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// A span that takes one word in a future while no subscriber wants it (the usual case on the
+/// hot path), and is boxed when one does (then a span costs ≈ 100 ns anyway).
+pub(crate) struct LiveSpan(Option<Box<tracing::Span>>);
+
+impl LiveSpan {
+    #[inline]
+    pub(crate) fn new(span: tracing::Span) -> Self {
+        if span.is_disabled() {
+            LiveSpan(None)
+        } else {
+            LiveSpan(Some(Box::new(span)))
+        }
+    }
+
+    #[inline]
+    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0 {
+            Some(span) => span.in_scope(f),
+            None => f(),
+        }
+    }
+
+    #[inline]
+    fn get(&self) -> Option<&tracing::Span> {
+        self.0.as_deref()
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Enters a borrowed span around every poll: `Instrumented` without owning a second copy
     /// of the span (the hot path keeps futures small).
     pub(crate) struct InSpan<'s, F> {
-        span: &'s tracing::Span,
+        span: &'s LiveSpan,
         #[pin]
         inner: F,
     }
 }
 
 impl<'s, F> InSpan<'s, F> {
-    pub(crate) fn new(span: &'s tracing::Span, inner: F) -> Self {
+    pub(crate) fn new(span: &'s LiveSpan, inner: F) -> Self {
         InSpan { span, inner }
     }
 }
@@ -93,7 +121,7 @@ impl<F: Future> Future for InSpan<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
+        let _entered = this.span.get().map(tracing::Span::enter);
         this.inner.poll(cx)
     }
 }
@@ -176,8 +204,8 @@ impl Occ<'_> {
 }
 
 /// Records the run's outcome on its span, when a subscriber wants it.
-fn record_run_span(span: &tracing::Span, end: &End) {
-    if !span.is_disabled() {
+fn record_run_span(span: &LiveSpan, end: &End) {
+    if let Some(span) = span.get() {
         span.record("cadence.outcome", end.as_outcome().kind().as_str());
     }
 }
@@ -335,7 +363,7 @@ impl<S> Drop for RunGuard<'_, '_, S> {
 /// Reports `on_measure_end(Cancelled)` if dropped mid-measure.
 struct MeasureGuard<'a, 'r, S> {
     rc: &'a RunCtx<'r, S>,
-    path: &'a str,
+    path: &'a Arc<str>,
     t0: Option<Instant>,
     armed: bool,
 }
@@ -394,7 +422,7 @@ impl<S> Drop for GroupGuard<'_, '_, S> {
 /// still show the score to hooks after the note future is gone.
 struct NoteGuard<'a, 'r, S> {
     rc: &'a RunCtx<'r, S>,
-    path: &'a str,
+    path: &'a Arc<str>,
     attempt: u32,
     t0: Option<Instant>,
     score: &'a mut S,
@@ -496,8 +524,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         end
     }
 
-    fn run_span(&self, resumed: bool) -> tracing::Span {
-        tracing::info_span!(
+    fn run_span(&self, resumed: bool) -> LiveSpan {
+        LiveSpan::new(tracing::info_span!(
             target: "cadence",
             "cadence.run",
             cadence.name = &*self.inner.name,
@@ -505,7 +533,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             cadence.parent_run_id = self.info.parent_run_id.map(RunId::get),
             cadence.resumed = resumed,
             cadence.outcome = Empty,
-        )
+        ))
     }
 
     /// A checkpointed root run (CKP-4…9): open the session, then run or replay.
@@ -1092,7 +1120,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Box::pin(self.exec_note_spanned(n, score, member));
             return slow.await;
         }
-        let span = self.note_span(n);
+        let span = LiveSpan::new(self.note_span(n));
         if self.observe && member.is_none() {
             span.in_scope(|| self.emit(Occ::NoteStart(&n.path, 1), Some(&*score)));
         }
@@ -1147,7 +1175,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             }),
             Err(e) => Err(e),
         };
-        record_note_span(&span, &flow);
+        if let Some(span) = span.get() {
+            record_note_span(span, &flow);
+        }
         flow
     }
 
@@ -1623,7 +1653,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 .parent_run_id
                 .map(|p| RunId::given(p.get().to_owned())),
             cadence: self.info.cadence.to_owned(),
-            path: n.path.to_string(),
+            path: n.path.clone(),
             prefix: self.info.prefix.map(str::to_owned),
             attempt,
             token: token.clone(),
@@ -1668,7 +1698,7 @@ struct OwnedContext {
     root_run_id: RunId,
     parent_run_id: Option<RunId>,
     cadence: String,
-    path: String,
+    path: Arc<str>,
     prefix: Option<String>,
     attempt: u32,
     token: CancellationToken,

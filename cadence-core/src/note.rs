@@ -159,7 +159,7 @@ pub(crate) fn normalise(r: NoteResult) -> NoteResult {
 /// Borrowed from the engine for the duration of one attempt.
 pub struct NoteContext<'a> {
     pub(crate) run: &'a RunInfo<'a>,
-    pub(crate) path: &'a str,
+    pub(crate) path: &'a std::sync::Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) prior_attempts: u32,
     pub(crate) token: OnceLock<CancellationToken>,
@@ -171,7 +171,7 @@ impl fmt::Debug for NoteContext<'_> {
         f.debug_struct("NoteContext")
             .field("run_id", &self.run.run_id.get())
             .field("cadence", &self.run.cadence)
-            .field("path", &self.path)
+            .field("path", &&**self.path)
             .field("attempt", &self.attempt)
             .finish_non_exhaustive()
     }
@@ -206,7 +206,7 @@ impl<'a> NoteContext<'a> {
     /// The note's full path, prefixed by enclosing child measures (`pay/charge`).
     pub fn full_path(&self) -> Cow<'a, str> {
         match self.run.prefix {
-            None => Cow::Borrowed(self.path),
+            None => Cow::Borrowed(&**self.path),
             Some(p) => Cow::Owned(format!("{p}/{}", self.path)),
         }
     }
