@@ -39,6 +39,20 @@ impl<S, T> Clone for EvalFn<S, T> {
     }
 }
 
+impl<S: 'static, T: 'static> EvalFn<S, T> {
+    /// Wraps an async user function whose output `convert` normalises.
+    fn from_async<F, R>(f: F, convert: fn(R) -> Result<T, BoxError>) -> Self
+    where
+        F: for<'a> Fn(&'a S) -> BoxFut<'a, R> + Send + Sync + 'static,
+        R: 'static,
+    {
+        EvalFn::Async(Arc::new(move |s: &S| {
+            let fut = f(s);
+            Box::pin(async move { convert(fut.await) }) as BoxFut<'_, _>
+        }))
+    }
+}
+
 pub(crate) type CondFn<S> = EvalFn<S, bool>;
 pub(crate) type SelFn<S> = EvalFn<S, String>;
 
@@ -141,13 +155,9 @@ where
     F: for<'a> Fn(&'a S) -> BoxFut<'a, R> + Send + Sync + 'static,
     R: CondOutput + 'static,
 {
-    let f = Arc::new(f);
     Condition {
         label: Cow::Borrowed("condition"),
-        f: EvalFn::Async(Arc::new(move |s: &S| {
-            let fut = f(s);
-            Box::pin(async move { fut.await.into_result() }) as BoxFut<'_, _>
-        })),
+        f: EvalFn::from_async(f, R::into_result),
     }
 }
 
@@ -253,12 +263,8 @@ where
     F: for<'a> Fn(&'a S) -> BoxFut<'a, R> + Send + Sync + 'static,
     R: KeyOutput + 'static,
 {
-    let f = Arc::new(f);
     Selector {
         label: Cow::Borrowed("selector"),
-        f: EvalFn::Async(Arc::new(move |s: &S| {
-            let fut = f(s);
-            Box::pin(async move { fut.await.into_key() }) as BoxFut<'_, _>
-        })),
+        f: EvalFn::from_async(f, R::into_key),
     }
 }
