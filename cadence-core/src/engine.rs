@@ -33,7 +33,7 @@ use crate::handler::{Handler, HandlerFn, OnError};
 use crate::hook::{
     Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason, isolate,
 };
-use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteResult, normalise};
+use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteFuture, NoteResult, normalise};
 use crate::options::{RunId, RunInfo};
 use crate::policy::circuit_breaker::{Admission, CircuitBreaker, CircuitState};
 use crate::score::MergeStrategy;
@@ -45,6 +45,26 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pin_project_lite::pin_project! {
     /// Polls a future, turning a panic into `Err(payload)` (GEN-5).
+/// One attempt of a note on the lean path (see `RunCtx::is_lean`), as an expression of type
+/// `Result<Flow, CadenceError>` to be used inside an `async fn` of `RunCtx`: the context lives
+/// in the caller's future, and the note's future is awaited directly, so no engine future is
+/// created per note.
+macro_rules! lean_note {
+    ($rc:expr, $n:expr, $score:expr) => {{
+        let (rc, n) = ($rc, $n);
+        let cx = rc.lean_context(n);
+        let r = match RunCtx::start_note(n, &mut *$score, &cx) {
+            Ok(fut) => CatchUnwind::new(fut).await,
+            Err(p) => Err(p),
+        };
+        cx.finish();
+        match r {
+            Ok(Ok(Control::Continue)) => Ok(Flow::Continue),
+            other => rc.lean_outcome(n, other),
+        }
+    }};
+}
+
     pub(crate) struct CatchUnwind<F> {
         #[pin]
         inner: F,
@@ -736,7 +756,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 self.emit(Occ::Skipped(&m.path, SkipReason::Checkpoint), None);
                 continue;
             }
-            match self.exec_measure(m, score).await {
+            let r = match &m.body {
+                // Nobody observes the measure: its note on the lean path, inline.
+                MeasureBody::Note(n) if self.is_lean(n) => lean_note!(self, n, score),
+                _ => self.exec_measure(m, score).await,
+            };
+            match r {
                 Ok(Flow::Continue) => {
                     if let Some(session) = self.ckpt {
                         let encoded = session.encode(score);
@@ -1047,7 +1072,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         score: &mut S,
     ) -> Result<Flow, CadenceError> {
         for n in notes {
-            if let Flow::Stop { path, reason } = self.exec_note(n, score).await? {
+            // The lean path inline: no note future nested in this one.
+            let flow = if self.is_lean(n) {
+                lean_note!(self, n, score)?
+            } else {
+                self.exec_note(n, score).await?
+            };
+            if let Flow::Stop { path, reason } = flow {
                 return Ok(Flow::Stop { path, reason });
             }
         }
@@ -1138,6 +1169,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let started = catch_unwind(AssertUnwindSafe(move || {
                 let s = s;
                 match &n.body {
+        if self.is_lean(n) {
+            return lean_note!(self, n, score);
+        }
                     Body::AsyncFn(f) => Some(f(s, cxr)),
                     Body::Async(b) => Some(b.call(s, cxr)),
                     Body::Blocking { .. } => None,
@@ -1199,6 +1233,72 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         &self,
         n: &CompiledNote<S>,
         score: &mut S,
+    /// Whether a `cadence.note` span could be recorded right now (a subscriber is installed
+    /// and this cadence has note spans on).
+    #[inline]
+    fn spans_wanted(&self) -> bool {
+        self.inner.note_spans && tracing::level_enabled!(tracing::Level::INFO)
+    }
+
+    /// Whether `n` can take the lean path: an async note without policies, in a run that no
+    /// hook observes, that does not checkpoint, and whose note span nobody would record. Then
+    /// one attempt is the note's own future and nothing else (see [`lean_note!`]).
+    #[inline]
+    fn is_lean(&self, n: &CompiledNote<S>) -> bool {
+        n.fast && !self.observe && self.ckpt.is_none() && !self.spans_wanted()
+    }
+
+    /// The context of the lean path's one attempt.
+    #[inline]
+    fn lean_context<'a>(&'a self, n: &'a CompiledNote<S>) -> NoteContext<'a> {
+        NoteContext {
+            run: &self.info,
+            path: &n.path,
+            attempt: 1,
+            prior_attempts: 0,
+            token: OnceLock::new(),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls an async note body (a panic while building its future is caught).
+    #[inline]
+    fn start_note<'a>(
+        n: &'a CompiledNote<S>,
+        score: &'a mut S,
+        cx: &'a NoteContext<'a>,
+    ) -> Result<NoteFuture<'a>, Panic> {
+        catch_unwind(AssertUnwindSafe(move || {
+            let score = score;
+            match &n.body {
+                Body::AsyncFn(f) => f(score, cx),
+                Body::Async(b) => b.call(score, cx),
+                // `fast` notes are never blocking; answer rather than panic if that changes.
+                Body::Blocking { .. } => {
+                    Box::pin(async { Err("a blocking note cannot take the lean path".into()) })
+                }
+            }
+        }))
+    }
+
+    /// Every outcome of the lean path but plain success.
+    #[cold]
+    #[inline(never)]
+    fn lean_outcome(
+        &self,
+        n: &CompiledNote<S>,
+        r: Result<NoteResult, Panic>,
+    ) -> Result<Flow, CadenceError> {
+        match self.note_result(n, r) {
+            Ok(Control::Continue) => Ok(Flow::Continue),
+            Ok(Control::Stop(reason)) => Ok(Flow::Stop {
+                path: n.path.to_string(),
+                reason,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
         member: Option<&AtomicU32>,
     ) -> Result<Flow, CadenceError> {
         let span = self.note_span(n);

@@ -1,0 +1,158 @@
+//! A fixed amount of one hot-path workload, for instruction-level profiling with callgrind:
+//!
+//! ```text
+//! cargo build --release -p cadence-bench-core --example hotpath
+//! valgrind --tool=callgrind target/release/examples/hotpath seq 200
+//! ```
+//!
+//! Workloads: `seq` (1000-note sequence), `hook` (same with a no-op hook), `run3`, `retry3`,
+//! `policy` (100 notes with retry + timeout + breaker), `sync` (a 1000-member group).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use cadence_core::circuit_breaker::CircuitBreaker;
+use cadence_core::note::NoteFuture;
+use cadence_core::retry::{Backoff, Jitter, Retry};
+use cadence_core::{BoxError, Cadence, Control, Hook, MergeStrategy, Note, NoteContext, Score};
+
+#[derive(Debug, Clone, Default, PartialEq, Score)]
+struct Small {
+    counter: u64,
+    name: String,
+    tags: Vec<String>,
+}
+
+async fn bump(s: &mut Small) -> Result<(), BoxError> {
+    s.counter = black_box(s.counter + 1);
+    Ok(())
+}
+
+fn bump_note() -> Note<Small> {
+    fn call<'a>(s: &'a mut Small, _cx: &'a NoteContext<'a>) -> NoteFuture<'a> {
+        Box::pin(async move {
+            bump(s).await?;
+            Ok(Control::Continue)
+        })
+    }
+    Note::__from_macro("bump", call, None)
+}
+
+async fn twice_then_ok(s: &mut Small) -> Result<(), BoxError> {
+    s.counter += 1;
+    if !s.counter.is_multiple_of(3) {
+        return Err("transient".into());
+    }
+    Ok(())
+}
+
+fn flaky_note() -> Note<Small> {
+    fn call<'a>(s: &'a mut Small, _cx: &'a NoteContext<'a>) -> NoteFuture<'a> {
+        Box::pin(async move {
+            twice_then_ok(s).await?;
+            Ok(Control::Continue)
+        })
+    }
+    Note::__from_macro("flaky", call, None)
+}
+
+struct Noop;
+impl Hook<Small> for Noop {}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_else(|| "seq".into());
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    if what == "floor" {
+        // The floor of any engine with boxed note futures: 1000 boxed calls per run.
+        type Boxed = for<'a> fn(
+            &'a mut Small,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Control, BoxError>> + Send + 'a>,
+        >;
+        fn boxed(
+            s: &mut Small,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Control, BoxError>> + Send + '_>,
+        > {
+            Box::pin(async move {
+                bump(s).await?;
+                Ok(Control::Continue)
+            })
+        }
+        let notes: Vec<Boxed> = (0..1000).map(|_| boxed as Boxed).collect();
+        rt.block_on(async {
+            for _ in 0..runs {
+                let mut s = Small::default();
+                for f in black_box(&notes) {
+                    if let Err(e) = std::panic::AssertUnwindSafe(f(&mut s)).await {
+                        panic!("{e}");
+                    }
+                }
+                black_box(s);
+            }
+        });
+        return;
+    }
+    let cadence = match what.as_str() {
+        "seq" | "hook" => {
+            let b = Cadence::new("seq").sequence(
+                "notes",
+                (0..1000).map(|i| bump_note().named(format!("n{i}"))),
+            );
+            if what == "hook" {
+                b.with_hooks(Noop)
+            } else {
+                b
+            }
+        }
+        "run3" => Cadence::new("run3")
+            .then("a", bump_note())
+            .then("b", bump_note())
+            .then("c", bump_note()),
+        "retry3" => Cadence::new("retry").then(
+            "flaky",
+            flaky_note().with_retry(
+                Retry::new(3)
+                    .with_backoff(Backoff::fixed(Duration::ZERO))
+                    .with_jitter(Jitter::None),
+            ),
+        ),
+        "policy" => {
+            let breaker = CircuitBreaker::builder("bench").build().expect("valid");
+            Cadence::new("guarded").sequence(
+                "notes",
+                (0..100).map(|i| {
+                    bump_note()
+                        .named(format!("n{i}"))
+                        .with_retry(Retry::new(3))
+                        .with_timeout(Duration::from_secs(5))
+                        .with_circuit_breaker(breaker.clone())
+                }),
+            )
+        }
+        "sync" => Cadence::new("sync").sync_with(
+            "fan",
+            (0..1000).map(|i| bump_note().named(format!("m{i}"))),
+            MergeStrategy::LastWriteWins,
+        ),
+        other => panic!("unknown workload {other}"),
+    }
+    .build()
+    .expect("valid");
+    if std::env::var_os("HOTPATH_SIZE").is_some() {
+        eprintln!(
+            "run future: {} B",
+            std::mem::size_of_val(&cadence.run(Small::default()))
+        );
+    }
+    rt.block_on(async {
+        for _ in 0..runs {
+            black_box(cadence.run(Small::default()).await.expect("runs"));
+        }
+    });
+}
