@@ -1,11 +1,13 @@
 //! [`PrometheusHookBuilder`]: registry, buckets and emitters; [`BuildError`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use cadence_core::EventEmitter;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::handle::{DroppedEvents, MetricsHandle};
+use crate::histogram::DurationFamily;
 use crate::hook::{Families, PrometheusHook};
 
 /// Default buckets of `cadence_run_duration_seconds`, in seconds (PROM-5).
@@ -131,15 +133,13 @@ impl PrometheusHookBuilder {
                 ),
                 &["cadence"],
             )?,
-            note_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "cadence_note_duration_seconds",
-                    "Duration of one attempt of a note in seconds, by outcome \
-                     (success, failure, retry, stopped, cancelled).",
-                )
-                .buckets(note_buckets),
+            note_duration: Arc::new(DurationFamily::new(
+                "cadence_note_duration_seconds",
+                "Duration of one attempt of a note in seconds, by outcome \
+                 (success, failure, retry, stopped, cancelled).",
                 &["cadence", "note", "outcome"],
-            )?,
+                note_buckets,
+            )?),
             retries: IntCounterVec::new(
                 Opts::new(
                     "cadence_note_retries_total",
@@ -167,7 +167,7 @@ impl PrometheusHookBuilder {
             Box::new(families.runs.clone()),
             Box::new(families.run_duration.clone()),
             Box::new(families.in_flight.clone()),
-            Box::new(families.note_duration.clone()),
+            Box::new(SharedCollector(families.note_duration.clone())),
             Box::new(families.retries.clone()),
             Box::new(families.fallbacks.clone()),
             Box::new(families.circuit_state.clone()),
@@ -177,6 +177,19 @@ impl PrometheusHookBuilder {
             registry.register(collector).map_err(BuildError::Register)?;
         }
         Ok((PrometheusHook::new(families), MetricsHandle::new(registry)))
+    }
+}
+
+/// Registers a collector the hook also holds.
+struct SharedCollector<C>(Arc<C>);
+
+impl<C: prometheus::core::Collector> prometheus::core::Collector for SharedCollector<C> {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
     }
 }
 

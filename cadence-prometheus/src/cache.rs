@@ -2,28 +2,44 @@
 //! path never calls `with_label_values` (which builds a label key, hashes it with SipHash and
 //! takes the vector's lock) once a series exists.
 //!
-//! Entries are created on first sight and never removed: label values come from cadence
-//! definitions (PROM-3), so the table is as large as the set of (cadence, note) pairs. Keys are
-//! hashed with a small multiply hash (the keys are names from code, not attacker input) and
-//! confirmed by comparing the label values, which are stored inline in the table's slot when
-//! short: a lookup touches the slot and nothing behind a pointer, which matters once the
-//! table outgrows the CPU's caches.
+//! Two levels:
+//!
+//! - **Per thread** (the hot path): a small map keyed by the *addresses and lengths* of the
+//!   label strings. The engine passes cadence names and note paths as borrowed views of
+//!   strings that stay at one address for a cadence's lifetime, so the key costs no hashing of
+//!   text. A hit is confirmed by comparing the label values with the ones the entry was made
+//!   for (short, compared word by word), so a string that reuses a freed address is never
+//!   taken for another. No lock, no atomic read-modify-write: runs on other threads never
+//!   contend with this lookup. Each thread's map is bounded ([`LOCAL_CAPACITY`]); when full
+//!   it is emptied and refills from the shared level.
+//! - **Shared** (a thread's first sight of a series): label values hashed with a small
+//!   multiply hash (the keys are names from code, not attacker input) behind a `RwLock`,
+//!   created on first sight and never removed: label values come from cadence definitions
+//!   (PROM-3), so the table is as large as the set of (cadence, note) pairs.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{PoisonError, RwLock};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Label values → entry; see the module docs.
 pub(crate) struct Table<T> {
+    /// Distinguishes tables in the per-thread maps (never reused).
+    id: usize,
     map: RwLock<Map<T>>,
 }
 
+/// Hands out [`Table::id`]s.
+static NEXT_TABLE: AtomicUsize = AtomicUsize::new(0);
+
 struct Map<T> {
     /// By hash of the label values.
-    slots: HashMap<u64, Slot<T>, BuildHasherDefault<Prehashed>>,
+    slots: HashMap<u64, Arc<Slot<T>>, BuildHasherDefault<Prehashed>>,
     /// Entries whose hash a different key already holds in `slots` (practically never).
-    collided: Vec<Slot<T>>,
+    collided: Vec<Arc<Slot<T>>>,
 }
 
 struct Slot<T> {
@@ -34,6 +50,7 @@ struct Slot<T> {
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Table {
+            id: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
             map: RwLock::new(Map {
                 slots: HashMap::default(),
                 collided: Vec::new(),
@@ -44,28 +61,78 @@ impl<T> Default for Table<T> {
 
 impl<T> Map<T> {
     #[inline]
-    fn get(&self, hash: u64, labels: &[&str]) -> Option<&T> {
+    fn get(&self, hash: u64, labels: &[&str]) -> Option<&Arc<Slot<T>>> {
         match self.slots.get(&hash) {
-            Some(slot) if slot.key.is(labels) => Some(&slot.entry),
+            Some(slot) if slot.key.is(labels) => Some(slot),
             Some(_) => self.get_collided(labels),
             None => None,
         }
     }
 
     #[cold]
-    fn get_collided(&self, labels: &[&str]) -> Option<&T> {
-        self.collided
-            .iter()
-            .find(|s| s.key.is(labels))
-            .map(|s| &s.entry)
+    fn get_collided(&self, labels: &[&str]) -> Option<&Arc<Slot<T>>> {
+        self.collided.iter().find(|s| s.key.is(labels))
     }
 }
 
-impl<T> Table<T> {
+/// How many entries a thread's map holds before it is emptied (see the module docs).
+const LOCAL_CAPACITY: usize = 4096;
+
+/// Most label values a key has (cadence and note).
+const MAX_LABELS: usize = 2;
+
+/// A per-thread key: the table, and the address and length of each label value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct LocalKey {
+    table: usize,
+    labels: [(usize, usize); MAX_LABELS],
+}
+
+impl LocalKey {
+    #[inline]
+    fn new(table: usize, labels: &[&str]) -> Option<Self> {
+        if labels.len() > MAX_LABELS {
+            return None;
+        }
+        let mut key = LocalKey {
+            table,
+            labels: [(0, 0); MAX_LABELS],
+        };
+        for (k, label) in key.labels.iter_mut().zip(labels) {
+            *k = (label.as_ptr().addr(), label.len());
+        }
+        Some(key)
+    }
+}
+
+impl Hash for LocalKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h: u64 = 0;
+        let mut add = |w: usize| h = (h ^ w as u64).wrapping_mul(K);
+        add(self.table);
+        for &(addr, len) in &self.labels {
+            add(addr);
+            add(len);
+        }
+        state.write_u64(h.rotate_left(26));
+    }
+}
+
+/// A thread's map: entries of every table, type-erased (each table knows its entry type).
+type Local = HashMap<LocalKey, Arc<dyn Any + Send + Sync>, BuildHasherDefault<Prehashed>>;
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+impl<T: Send + Sync + 'static> Table<T> {
     /// Calls `f` with the entry for `labels`, creating it with `make` on first sight.
     ///
-    /// The hit path is one read lock, one hash and one comparison of the label values; `f`
-    /// runs under the lock, so it must be short (it records one observation).
+    /// The hit path is a lookup in this thread's map by the labels' addresses and one
+    /// comparison of the label values (see the module docs); `f` runs with this thread's map
+    /// borrowed, so it must not come back here (it records one observation).
     #[inline]
     pub(crate) fn with<R>(
         &self,
@@ -73,42 +140,80 @@ impl<T> Table<T> {
         make: impl FnOnce() -> T,
         f: impl FnOnce(&T) -> R,
     ) -> R {
-        let hash = hash_labels(labels);
-        {
-            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = map.get(hash, labels) {
-                return f(entry);
+        let Some(key) = LocalKey::new(self.id, labels) else {
+            return f(&self.shared(labels, make).entry);
+        };
+        let mut f = Some(f);
+        let hit = LOCAL.try_with(|local| {
+            if let Ok(local) = local.try_borrow()
+                && let Some(slot) = local.get(&key)
+                && let Some(slot) = slot.downcast_ref::<Slot<T>>()
+                && slot.key.is(labels)
+                && let Some(f) = f.take()
+            {
+                return Some(f(&slot.entry));
             }
+            None
+        });
+        if let Ok(Some(r)) = hit {
+            return r;
         }
-        self.insert(hash, labels, make, f)
+        let f = f.expect("`f` is taken only on a hit");
+        if hit.is_err() {
+            // This thread is being torn down: the shared table alone.
+            return f(&self.shared(labels, make).entry);
+        }
+        self.miss(key, labels, make, f)
     }
 
-    /// The miss path: once per entry.
+    /// A thread's first sight of `labels` (or of their current addresses).
     #[cold]
     #[inline(never)]
-    fn insert<R>(
+    fn miss<R>(
         &self,
-        hash: u64,
+        key: LocalKey,
         labels: &[&str],
         make: impl FnOnce() -> T,
         f: impl FnOnce(&T) -> R,
     ) -> R {
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if map.get(hash, labels).is_none() {
-            // (else another thread inserted it meanwhile)
-            let slot = Slot {
-                key: Key::new(labels),
-                entry: make(),
-            };
-            let map = &mut *map;
-            match map.slots.entry(hash) {
-                Entry::Occupied(_) => map.collided.push(slot),
-                Entry::Vacant(v) => {
-                    v.insert(slot);
+        let slot = self.shared(labels, make);
+        let _ = LOCAL.try_with(|local| {
+            if let Ok(mut local) = local.try_borrow_mut() {
+                if local.len() >= LOCAL_CAPACITY {
+                    local.clear();
                 }
+                local.insert(key, slot.clone());
+            }
+        });
+        f(&slot.entry)
+    }
+
+    /// The shared table's entry for `labels`, created with `make` on first sight.
+    fn shared(&self, labels: &[&str], make: impl FnOnce() -> T) -> Arc<Slot<T>> {
+        let hash = hash_labels(labels);
+        {
+            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(slot) = map.get(hash, labels) {
+                return slot.clone();
             }
         }
-        f(map.get(hash, labels).expect("just inserted"))
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = map.get(hash, labels) {
+            // Another thread inserted it meanwhile.
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot {
+            key: Key::new(labels),
+            entry: make(),
+        });
+        let map = &mut *map;
+        match map.slots.entry(hash) {
+            Entry::Occupied(_) => map.collided.push(slot.clone()),
+            Entry::Vacant(v) => {
+                v.insert(slot.clone());
+            }
+        }
+        slot
     }
 
     /// How many entries the table holds.
@@ -171,19 +276,30 @@ impl Key {
     }
 }
 
-/// `a == b` for slices of equal length, word by word: label values are short, and this
-/// keeps the comparison inline instead of calling `memcmp`.
+/// `a == b`, word by word with the last word overlapping the one before: label values are
+/// short, and this keeps the comparison inline and branch-light instead of calling `memcmp`.
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let full = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
-    let tail = |c: &[u8]| c.iter().fold(0_u64, |w, &x| (w << 8) | u64::from(x));
-    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    a.len() == b.len()
-        && a8
-            .by_ref()
-            .zip(b8.by_ref())
-            .all(|(x, y)| full(x) == full(y))
-        && tail(a8.remainder()) == tail(b8.remainder())
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let w4 = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes"));
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if w8(a, i) != w8(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        w8(a, n - 8) == w8(b, n - 8)
+    } else if n >= 4 {
+        w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4)
+    } else {
+        a == b
+    }
 }
 
 /// Hashes label values with a word-at-a-time multiply hash (the FxHash step). The last
@@ -247,9 +363,13 @@ mod tests {
     fn byte_comparison() {
         for (a, b) in [
             ("", ""),
+            ("a", "a"),
             ("abc", "abc"),
+            ("abcd", "abcd"),
+            ("abcdefg", "abcdefg"),
             ("abcdefgh", "abcdefgh"),
             ("abcdefghij", "abcdefghij"),
+            ("abcdefghijklmnopq", "abcdefghijklmnopq"),
         ] {
             assert!(same_bytes(a.as_bytes(), b.as_bytes()), "{a} {b}");
         }
@@ -259,6 +379,9 @@ mod tests {
             ("abcdefghij", "abcdefghix"),
             ("xbcdefghij", "abcdefghij"),
             ("ab", "abc"),
+            ("abcde", "abxde"),
+            ("abcdefghijklmnopq", "abcdefghijxlmnopq"),
+            ("abcdefghijklmnopq", "abcdefghijklmnopx"),
         ] {
             assert!(!same_bytes(a.as_bytes(), b.as_bytes()), "{a} {b}");
         }
@@ -303,16 +426,66 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_address_is_not_taken_for_another_series() {
+        let t: Table<String> = Table::default();
+        // Same address and length, other content: the per-thread key matches, the labels
+        // do not.
+        let mut buf = String::from("checkout");
+        let first = t.with(&[buf.as_str()], || "checkout".to_owned(), Clone::clone);
+        buf.replace_range(.., "payments");
+        let second = t.with(&[buf.as_str()], || "payments".to_owned(), Clone::clone);
+        assert_eq!((first.as_str(), second.as_str()), ("checkout", "payments"));
+        // Other addresses, same content: the same entry.
+        let copy = String::from("checkout");
+        t.with(
+            &[copy.as_str()],
+            || unreachable!(),
+            |e| assert_eq!(e, "checkout"),
+        );
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn threads_share_entries() {
+        let t: Arc<Table<std::sync::atomic::AtomicU64>> = Arc::default();
+        let bump = |t: &Table<std::sync::atomic::AtomicU64>| {
+            t.with(&["c", "n"], Default::default, |n| {
+                n.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        bump(&t);
+        let t2 = t.clone();
+        std::thread::spawn(move || bump(&t2)).join().unwrap();
+        bump(&t);
+        assert_eq!(
+            t.with(
+                &["c", "n"],
+                || unreachable!(),
+                |n| n.load(Ordering::Relaxed)
+            ),
+            3
+        );
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn many_labels_go_to_the_shared_table() {
+        let t: Table<u8> = Table::default();
+        assert_eq!(t.with(&["a", "b", "c"], || 7, |e| *e), 7);
+        assert_eq!(t.with(&["a", "b", "c"], || unreachable!(), |e| *e), 7);
+    }
+
+    #[test]
     fn colliding_hashes_are_told_apart() {
         let t: Table<&str> = Table::default();
         let h = hash_labels(&["a"]);
         // A different key holding the hash of ["a"]: lookups compare the label values.
         t.map.write().unwrap().slots.insert(
             h,
-            Slot {
+            Arc::new(Slot {
                 key: Key::new(&["other"]),
                 entry: "other",
-            },
+            }),
         );
         assert_eq!(t.with(&["a"], || "a", |e| *e), "a");
         assert_eq!(t.with(&["a"], || unreachable!(), |e| *e), "a");

@@ -13,6 +13,7 @@ use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, I
 
 use crate::builder::PrometheusHookBuilder;
 use crate::cache::Table;
+use crate::histogram::{DurationFamily, Series};
 
 /// `outcome` label values of `cadence_runs_total`, indexed by [`run_outcome`].
 const RUN_OUTCOMES: [&str; 5] = ["success", "partial", "stopped", "failure", "cancelled"];
@@ -25,7 +26,8 @@ pub(crate) struct Families {
     pub(crate) runs: IntCounterVec,
     pub(crate) run_duration: HistogramVec,
     pub(crate) in_flight: IntGaugeVec,
-    pub(crate) note_duration: HistogramVec,
+    /// Observed on every note attempt: a family of its own (see [`crate::histogram`]).
+    pub(crate) note_duration: Arc<DurationFamily>,
     pub(crate) retries: IntCounterVec,
     pub(crate) fallbacks: IntCounterVec,
     pub(crate) circuit_state: IntGaugeVec,
@@ -165,7 +167,7 @@ impl CadenceEntry {
 /// and fallback counters are created when they first happen.
 #[derive(Default)]
 struct NoteEntry {
-    durations: [OnceLock<Histogram>; 5],
+    durations: [OnceLock<Arc<Series>>; 5],
     retries: OnceLock<IntCounter>,
     fallbacks: OnceLock<IntCounter>,
 }
@@ -303,16 +305,11 @@ impl<S> Hook<S> for PrometheusHook {
             return;
         }
         let cadence = cx.cadence();
+        let family = &*inner.families.note_duration;
         inner.with_note(cadence, path, |n| {
             n.durations[i]
-                .get_or_init(|| {
-                    inner.families.note_duration.with_label_values(&[
-                        cadence,
-                        path,
-                        NOTE_OUTCOMES[i],
-                    ])
-                })
-                .observe(duration.as_secs_f64())
+                .get_or_init(|| family.series(&[cadence, path, NOTE_OUTCOMES[i]]))
+                .observe(family.bounds(), duration)
         });
     }
 
@@ -473,8 +470,8 @@ mod tests {
             .inner
             .families
             .note_duration
-            .with_label_values(&["c", "a/b", "success"]);
-        assert_eq!(hist.get_sample_count(), 10);
-        assert!((hist.get_sample_sum() - 0.03).abs() < 1e-9);
+            .series(&["c", "a/b", "success"]);
+        assert_eq!(hist.count(), 10);
+        assert!((hist.sum() - 0.03).abs() < 1e-9);
     }
 }

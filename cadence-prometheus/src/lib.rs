@@ -93,6 +93,7 @@
 mod builder;
 mod cache;
 mod handle;
+mod histogram;
 mod hook;
 
 pub use builder::{BuildError, DEFAULT_NOTE_BUCKETS, DEFAULT_RUN_BUCKETS, PrometheusHookBuilder};
