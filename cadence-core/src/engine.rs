@@ -22,7 +22,9 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::cadence::{CompiledNote, GroupOps, Inner, Measure, MeasureBody};
-use crate::checkpoint::session::{CheckpointRunOptions, Checkpointing, Opened, RunFlags, Session};
+use crate::checkpoint::session::{
+    CheckpointRunOptions, Checkpointing, Finished, Opened, RunFlags, Session,
+};
 use crate::checkpoint::{OnCheckpointError, RecordStatus};
 use crate::cond::EvalFn;
 use crate::error::CheckpointErrorKind;
@@ -675,7 +677,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 armed: self.observe,
             };
             let lease = session.filter(|s| s.lease.is_some());
-            let end = match (self.info.token, lease) {
+            let mut end = match (self.info.token, lease) {
                 (None, None) => self.run_body(&mut *guard.score).await,
                 (token, lease) => {
                     // Boxed: the waiters are large and only runs that need them pay for them.
@@ -727,11 +729,20 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     End::Cancelled => None,
                 };
                 let encoded = s.encode(&*guard.score);
-                let finish: BoxFuture<'_, Result<(), CadenceError>> =
-                    Box::pin(s.finish(status, encoded, retain));
-                if let Err(e) = finish.await {
-                    tracing::warn!(target: "cadence", "writing the final checkpoint failed: {e}");
-                    self.emit(Occ::CheckpointError(&e), None);
+                // One end write, carrying the last measure's save (see checkpoint::session).
+                let finish: BoxFuture<'_, Finished> = Box::pin(s.finish(status, encoded, retain));
+                let done = finish.await;
+                if let Some((path, n)) = &done.saved {
+                    self.emit(Occ::CheckpointSaved(path, *n), None);
+                }
+                if let Some((error, measure)) = done.failed {
+                    end = End::Failed {
+                        error,
+                        measure: Some(measure),
+                    };
+                }
+                for e in &done.errors {
+                    self.emit(Occ::CheckpointError(e), None);
                 }
             }
             guard.armed = false;
@@ -765,13 +776,20 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Ok(Flow::Continue) => {
                     if let Some(session) = self.ckpt {
                         let encoded = session.encode(score);
-                        let save: BoxFuture<'_, Result<usize, CadenceError>> =
-                            Box::pin(session.measure_completed(&m.path, encoded));
+                        // The last measure's save is carried by the run's end write.
+                        let last = self
+                            .inner
+                            .measures
+                            .last()
+                            .is_some_and(|l| std::ptr::eq(l, m));
+                        let save: BoxFuture<'_, Result<Option<usize>, CadenceError>> =
+                            Box::pin(session.measure_completed(&m.path, encoded, last));
                         let saved = match save.await {
-                            Ok(n) => {
+                            Ok(Some(n)) => {
                                 self.emit(Occ::CheckpointSaved(&m.path, n), None);
                                 Ok(())
                             }
+                            Ok(None) => Ok(()),
                             Err(e) => self.checkpoint_failed(session, e),
                         };
                         if let Err(e) = saved {

@@ -139,6 +139,20 @@ macro_rules! contracts {
                 conformance::corrupt_data_reported_and_untouched(&store, &store).await;
             }
 
+            // CKP-5, CKP-9, CKP-10
+            #[tokio::test($($flavor)*)]
+            async fn acquire_and_load() {
+                let (_dir, store) = $make;
+                conformance::acquire_and_load(&store, &store).await;
+            }
+
+            // CKP-7, CKP-9, CKP-10
+            #[tokio::test($($flavor)*)]
+            async fn end_run() {
+                let (_dir, store) = $make;
+                conformance::end_run(&store).await;
+            }
+
             #[tokio::test($($flavor)*)]
             async fn run_all() {
                 let (_dir, store) = $make;

@@ -340,6 +340,7 @@ async fn save_failures_fail_the_run_or_continue() {
     let rec = RecordingHook::new();
     let c = Cadence::<Job>::new("job")
         .then("a", w.step("a"))
+        .then("b", w.step("b"))
         .with_checkpoint(Arc::new(flaky.clone()))
         .on_checkpoint_error(OnCheckpointError::Continue)
         .with_hooks(rec.clone())
@@ -348,6 +349,113 @@ async fn save_failures_fail_the_run_or_continue() {
     let r = c.run_with_report(Job::default(), id("f2")).await;
     assert_eq!(r.outcome, Outcome::Succeeded);
     assert!(rec.calls().contains(&Call::CheckpointError));
+
+    // CKP-7, CKP-8: the last measure's save is carried by the end write; with
+    // `retain_outcome` that write is a save, and its failure is that save's.
+    let retained = |mode| {
+        Cadence::<Job>::new("job")
+            .then("a", w.step("a"))
+            .with_checkpoint(Arc::new(flaky.clone()))
+            .on_checkpoint_error(mode)
+            .with_hooks(rec.clone())
+            .build()
+            .unwrap()
+    };
+    rec.clear();
+    let opts = || id("f3").with_retain_outcome(Duration::from_secs(60));
+    let r = retained(OnCheckpointError::Fail)
+        .run_with_report(Job::default(), opts())
+        .await;
+    assert_eq!(r.outcome, Outcome::Failed, "the carried save failed");
+    assert!(
+        !rec.lines()
+            .iter()
+            .any(|l| l.starts_with("checkpoint_saved")),
+        "{:?}",
+        rec.lines()
+    );
+    // The failed status could not be written either: reported, not hidden.
+    assert!(rec.calls().contains(&Call::CheckpointError));
+    rec.clear();
+    let r = retained(OnCheckpointError::Continue)
+        .run_with_report(Job::default(), opts())
+        .await;
+    assert_eq!(r.outcome, Outcome::Succeeded);
+    assert!(rec.calls().contains(&Call::CheckpointError));
+    // Whatever failed, no lease is left behind: the key can run again at once.
+    flaky.fail_saves.store(false, Ordering::SeqCst);
+    let r = retained(OnCheckpointError::Fail)
+        .run_with_report(Job::default(), opts())
+        .await;
+    assert_eq!(r.outcome, Outcome::Succeeded);
+}
+
+#[tokio::test]
+async fn the_last_measure_is_saved_by_the_end_write() {
+    // CKP-4, CKP-7, CKP-14: one end write clears the record and releases the lease; the last
+    // measure's `checkpoint_saved` is reported once that write is done, before the end hook.
+    let w = World::default();
+    let store = Arc::new(MemoryStore::new());
+    let rec = RecordingHook::new();
+    let c = cadence(&w, store.clone(), &rec);
+    let r = c.run_with_report(Job::default(), id("e1")).await;
+    assert_eq!(r.outcome, Outcome::Succeeded);
+    let lines = rec.lines();
+    let tail = &lines[lines.len() - 3..];
+    assert_eq!(
+        tail,
+        [
+            "measure_end d Succeeded",
+            "checkpoint_saved d",
+            "cadence_end Succeeded"
+        ]
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("checkpoint_saved"))
+            .count(),
+        4
+    );
+    assert_eq!(store.load("job", "e1").await.unwrap(), None);
+    assert!(
+        store
+            .acquire_lease("job", "e1", Duration::from_secs(1))
+            .await
+            .is_ok()
+    );
+
+    // Retained: the terminal record is written by that one write.
+    let r = c
+        .run_with_report(
+            Job::default(),
+            id("e2").with_retain_outcome(Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(r.outcome, Outcome::Succeeded);
+    let stored = store.load("job", "e2").await.unwrap().expect("retained");
+    assert_eq!(stored.status, RecordStatus::Succeeded);
+    assert_eq!(stored.score_value()["total"], 5);
+    assert_eq!(stored.attempts.len(), 5, "{:?}", stored.attempts);
+
+    // Partial: the failed status is written with the last measure completed.
+    let partial = Cadence::<Job>::new("job")
+        .then("c", w.step("boom"))
+        .then("d", w.step("d"))
+        .with_checkpoint(store.clone())
+        .on_error(
+            |_: &mut Job, _: &CadenceError| {},
+            cadence_core::OnError::Continue,
+        )
+        .build()
+        .unwrap();
+    w.fail.store(true, Ordering::SeqCst);
+    let r = partial.run_with_report(Job::default(), id("e3")).await;
+    assert_eq!(r.outcome, Outcome::Partial);
+    let stored = store.load("job", "e3").await.unwrap().expect("kept");
+    assert_eq!(stored.status, RecordStatus::Partial);
+    assert_eq!(stored.completed, ["d"]);
+    assert_eq!(stored.score_value()["total"], 1);
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use super::{CheckpointStore, FileStore, MemoryStore, Record, RecordStatus, RunSummary};
+use super::{CheckpointStore, FileStore, MemoryStore, Record, RecordStatus, RunEnd, RunSummary};
 use crate::error::{CadenceError, CheckpointErrorKind};
 use crate::hook::TraceContext;
 
@@ -137,6 +137,8 @@ pub async fn run_all(store: &dyn CheckpointStore, raw: &dyn RawAccess, options: 
     stale_lease_rejected(store, options).await;
     lease_release_and_reacquire(store).await;
     corrupt_data_reported_and_untouched(store, raw).await;
+    acquire_and_load(store, raw).await;
+    end_run(store).await;
 }
 
 /// A cadence name unique to this call, with characters that need escaping in files and keys.
@@ -815,4 +817,195 @@ pub async fn corrupt_data_reported_and_untouched(store: &dyn CheckpointStore, ra
         );
     }
     store.clear(&cadence, "good").await.expect("clear");
+}
+
+/// Acquire and load (CKP-5, CKP-9, CKP-10): one call takes the lease and returns the record
+/// (`None` when missing); a held lease fails it with `LeaseHeld`; each call's token is higher
+/// than the last; a corrupt record fails it (`Corrupt`, bytes untouched) and leaves the lease
+/// free. Stores without leases say `Unsupported`.
+pub async fn acquire_and_load(store: &dyn CheckpointStore, raw: &dyn RawAccess) {
+    let cadence = unique_cadence("acquire and load");
+    let run_id = odd_run_id(6);
+    let ttl = Duration::from_secs(30);
+    if !store.supports_leases() {
+        expect_kind(
+            store.acquire_and_load(&cadence, &run_id, ttl).await,
+            CheckpointErrorKind::Unsupported,
+            "acquire and load on a store without leases",
+        );
+        return;
+    }
+    let (first, loaded) = store
+        .acquire_and_load(&cadence, &run_id, ttl)
+        .await
+        .unwrap_or_else(|e| panic!("acquire and load: a free run failed: {e}"));
+    assert_eq!(
+        loaded, None,
+        "acquire and load: a missing record must load as None"
+    );
+    expect_kind(
+        store.acquire_and_load(&cadence, &run_id, ttl).await,
+        CheckpointErrorKind::LeaseHeld,
+        "acquire and load: a held lease",
+    );
+    let mut r = record(&cadence, &run_id, serde_json::json!({"step": 1}));
+    r.fence = first.token;
+    store
+        .save(&r, Some(&first))
+        .await
+        .unwrap_or_else(|e| panic!("acquire and load: saving with its lease failed: {e}"));
+    store.release_lease(&first).await.expect("release");
+    let (second, loaded) = store
+        .acquire_and_load(&cadence, &run_id, ttl)
+        .await
+        .unwrap_or_else(|e| panic!("acquire and load: a released run failed: {e}"));
+    assert_eq!(
+        loaded,
+        Some(r),
+        "acquire and load: the record must load as saved"
+    );
+    assert!(
+        second.token > first.token,
+        "acquire and load: the new token ({}) must be higher than the last ({})",
+        second.token,
+        first.token
+    );
+    store.release_lease(&second).await.expect("release");
+
+    let bad = b"{ not a record".to_vec();
+    raw.plant(&cadence, "corrupt", bad.clone()).await;
+    expect_kind(
+        store.acquire_and_load(&cadence, "corrupt", ttl).await,
+        CheckpointErrorKind::Corrupt,
+        "acquire and load: a corrupt record",
+    );
+    assert_eq!(
+        raw.read_raw(&cadence, "corrupt").await,
+        Some(bad),
+        "acquire and load: a corrupt record must be left untouched"
+    );
+    let lease = store
+        .acquire_lease(&cadence, "corrupt", ttl)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("acquire and load: a failed call must not keep the lease, but: {e}")
+        });
+    store.release_lease(&lease).await.expect("release");
+    store.clear(&cadence, "corrupt").await.expect("clear");
+    store.clear(&cadence, &run_id).await.expect("clear");
+}
+
+/// End of a run (CKP-7, CKP-9, CKP-10): `end_run` writes (`Save`), removes (`Clear`, also
+/// idempotent) or keeps (`Keep`) the record; with a lease it releases it (the run can be
+/// acquired again at once), and with a stale lease it fails with `LeaseLost` and changes
+/// nothing.
+pub async fn end_run(store: &dyn CheckpointStore) {
+    let cadence = unique_cadence("end run");
+    let run_id = odd_run_id(7);
+    let mut r = record(&cadence, &run_id, serde_json::json!({"step": 2}));
+    r.status = RecordStatus::Failed;
+    let must = |what: &'static str| move |e: CadenceError| panic!("end run: {what} failed: {e}");
+    store
+        .end_run(&cadence, &run_id, RunEnd::Save(&r), None)
+        .await
+        .unwrap_or_else(must("Save without a lease"));
+    assert_eq!(
+        must_load(store, &cadence, &run_id).await,
+        Some(r.clone()),
+        "end run: Save must write the record"
+    );
+    store
+        .end_run(&cadence, &run_id, RunEnd::Keep, None)
+        .await
+        .unwrap_or_else(must("Keep without a lease"));
+    assert_eq!(
+        must_load(store, &cadence, &run_id).await,
+        Some(r.clone()),
+        "end run: Keep must leave the record"
+    );
+    for _ in 0..2 {
+        store
+            .end_run(&cadence, &run_id, RunEnd::Clear, None)
+            .await
+            .unwrap_or_else(must("Clear without a lease"));
+        assert_eq!(
+            must_load(store, &cadence, &run_id).await,
+            None,
+            "end run: Clear must remove the record (and be idempotent)"
+        );
+    }
+    if !store.supports_leases() {
+        return;
+    }
+    let ttl = Duration::from_secs(30);
+    for end in ["save", "clear", "keep"] {
+        let lease = store
+            .acquire_lease(&cadence, &run_id, ttl)
+            .await
+            .expect("acquire");
+        let mut mine = r.clone();
+        mine.fence = lease.token;
+        store.save(&mine, Some(&lease)).await.expect("save");
+        let mut last = mine.clone();
+        last.status = RecordStatus::Partial;
+        let how = match end {
+            "save" => RunEnd::Save(&last),
+            "clear" => RunEnd::Clear,
+            _ => RunEnd::Keep,
+        };
+        store
+            .end_run(&cadence, &run_id, how, Some(&lease))
+            .await
+            .unwrap_or_else(|e| panic!("end run: {end} with the lease failed: {e}"));
+        let expected = match end {
+            "save" => Some(last.clone()),
+            "clear" => None,
+            _ => Some(mine.clone()),
+        };
+        assert_eq!(
+            must_load(store, &cadence, &run_id).await,
+            expected,
+            "end run: {end} with the lease wrote the wrong thing"
+        );
+        let next = store
+            .acquire_lease(&cadence, &run_id, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("end run: {end} must release the lease, but: {e}"));
+        assert!(next.token > lease.token, "end run: tokens must increase");
+        store.release_lease(&next).await.expect("release");
+    }
+    // A stale lease: released, and the run taken by someone else.
+    let old = store
+        .acquire_lease(&cadence, &run_id, ttl)
+        .await
+        .expect("acquire");
+    store.release_lease(&old).await.expect("release");
+    let new = store
+        .acquire_lease(&cadence, &run_id, ttl)
+        .await
+        .expect("acquire");
+    let mut theirs = r.clone();
+    theirs.fence = new.token;
+    store.save(&theirs, Some(&new)).await.expect("save");
+    let mut late = r.clone();
+    late.status = RecordStatus::Succeeded;
+    for how in [RunEnd::Save(&late), RunEnd::Clear] {
+        expect_kind(
+            store.end_run(&cadence, &run_id, how, Some(&old)).await,
+            CheckpointErrorKind::LeaseLost,
+            &format!("end run: {how:?} with a stale lease"),
+        );
+        assert_eq!(
+            must_load(store, &cadence, &run_id).await,
+            Some(theirs.clone()),
+            "end run: a rejected end write must not change the record"
+        );
+    }
+    expect_kind(
+        store.acquire_lease(&cadence, &run_id, ttl).await,
+        CheckpointErrorKind::LeaseHeld,
+        "end run: a stale end write must not release the new holder's lease",
+    );
+    store.release_lease(&new).await.expect("release");
+    store.clear(&cadence, &run_id).await.expect("clear");
 }

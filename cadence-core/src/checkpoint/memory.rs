@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{CheckpointStore, Lease, Record, RunSummary, StoreFuture};
+use super::{CheckpointStore, Lease, Record, RunEnd, RunSummary, StoreFuture};
 use crate::error::{CadenceError, CheckpointErrorKind};
 
 /// One stored run: the record as bytes (so readers never share state with writers, and a
@@ -35,12 +35,37 @@ struct Slot {
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryStore {
-    slots: Arc<Mutex<HashMap<(String, String), Slot>>>,
+    /// cadence → run id → slot (nested, so lookups by `&str` allocate nothing).
+    slots: Arc<Mutex<Slots>>,
+}
+
+type Slots = HashMap<String, HashMap<String, Slot>>;
+
+/// The slot of (cadence, run id), created if missing (allocating only then).
+fn slot_mut<'m>(slots: &'m mut Slots, cadence: &str, run_id: &str) -> &'m mut Slot {
+    if !slots.contains_key(cadence) {
+        slots.insert(cadence.to_owned(), HashMap::new());
+    }
+    let runs = slots.get_mut(cadence).expect("inserted above");
+    if !runs.contains_key(run_id) {
+        runs.insert(run_id.to_owned(), Slot::default());
+    }
+    runs.get_mut(run_id).expect("inserted above")
+}
+
+/// The slot of (cadence, run id), if any.
+fn slot_of<'m>(slots: &'m mut Slots, cadence: &str, run_id: &str) -> Option<&'m mut Slot> {
+    slots.get_mut(cadence)?.get_mut(run_id)
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.lock().values().filter(|s| s.bytes.is_some()).count();
+        let n = self
+            .lock()
+            .values()
+            .flat_map(|runs| runs.values())
+            .filter(|s| s.bytes.is_some())
+            .count();
         f.debug_struct("MemoryStore").field("records", &n).finish()
     }
 }
@@ -59,23 +84,18 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stores raw bytes as the record of (cadence, run id) — for tests of corrupt data.
     pub fn put_raw(&self, cadence: &str, run_id: &str, bytes: Vec<u8>) {
-        self.lock()
-            .entry((cadence.to_owned(), run_id.to_owned()))
-            .or_default()
-            .bytes = Some(bytes);
+        slot_mut(&mut self.lock(), cadence, run_id).bytes = Some(bytes);
     }
 
     /// The raw bytes of a record, if any.
     pub fn get_raw(&self, cadence: &str, run_id: &str) -> Option<Vec<u8>> {
-        self.lock()
-            .get(&(cadence.to_owned(), run_id.to_owned()))
-            .and_then(|s| s.bytes.clone())
+        slot_of(&mut self.lock(), cadence, run_id).and_then(|s| s.bytes.clone())
     }
 
     fn check_fence(slot: &Slot, lease: Option<&Lease>, run_id: &str) -> Result<(), CadenceError> {
@@ -110,9 +130,7 @@ impl CheckpointStore for MemoryStore {
         Box::pin(async move {
             let bytes = record.to_json();
             let mut slots = self.lock();
-            let slot = slots
-                .entry((record.cadence.clone(), record.run_id.clone()))
-                .or_default();
+            let slot = slot_mut(&mut slots, &record.cadence, &record.run_id);
             Self::check_fence(slot, lease, &record.run_id)?;
             slot.bytes = Some(bytes);
             Ok(())
@@ -121,10 +139,7 @@ impl CheckpointStore for MemoryStore {
 
     fn clear<'a>(&'a self, cadence: &'a str, run_id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if let Some(slot) = self
-                .lock()
-                .get_mut(&(cadence.to_owned(), run_id.to_owned()))
-            {
+            if let Some(slot) = slot_of(&mut self.lock(), cadence, run_id) {
                 slot.bytes = None;
             }
             Ok(())
@@ -136,7 +151,10 @@ impl CheckpointStore for MemoryStore {
             let now = Instant::now();
             let slots = self.lock();
             let mut out: BTreeMap<(String, String), RunSummary> = BTreeMap::new();
-            for ((c, id), slot) in slots.iter() {
+            let runs = slots
+                .iter()
+                .flat_map(|(c, runs)| runs.iter().map(move |(id, slot)| ((c, id), slot)));
+            for ((c, id), slot) in runs {
                 if cadence.is_some_and(|want| want != c) {
                     continue;
                 }
@@ -167,9 +185,7 @@ impl CheckpointStore for MemoryStore {
         Box::pin(async move {
             let now = Instant::now();
             let mut slots = self.lock();
-            let slot = slots
-                .entry((cadence.to_owned(), run_id.to_owned()))
-                .or_default();
+            let slot = slot_mut(&mut slots, cadence, run_id);
             if slot.lease.is_some_and(|(_, until)| now < until) {
                 return Err(lease_error(CheckpointErrorKind::LeaseHeld, run_id));
             }
@@ -182,9 +198,7 @@ impl CheckpointStore for MemoryStore {
     fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut slots = self.lock();
-            let slot = slots
-                .entry((lease.cadence.clone(), lease.run_id.clone()))
-                .or_default();
+            let slot = slot_mut(&mut slots, &lease.cadence, &lease.run_id);
             Self::check_fence(slot, Some(lease), &lease.run_id)?;
             slot.lease = Some((lease.token, Instant::now() + ttl));
             Ok(())
@@ -193,9 +207,69 @@ impl CheckpointStore for MemoryStore {
 
     fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if let Some(slot) = self
-                .lock()
-                .get_mut(&(lease.cadence.clone(), lease.run_id.clone()))
+            if let Some(slot) = slot_of(&mut self.lock(), &lease.cadence, &lease.run_id)
+                && slot.lease.is_some_and(|(t, _)| t == lease.token)
+            {
+                slot.lease = None;
+            }
+            Ok(())
+        })
+    }
+
+    /// Acquisition and read under one lock (CKP-5, CKP-9).
+    fn acquire_and_load<'a>(
+        &'a self,
+        cadence: &'a str,
+        run_id: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, (Lease, Option<Record>)> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let (token, bytes) = {
+                let mut slots = self.lock();
+                let slot = slot_mut(&mut slots, cadence, run_id);
+                if slot.lease.is_some_and(|(_, until)| now < until) {
+                    return Err(lease_error(CheckpointErrorKind::LeaseHeld, run_id));
+                }
+                slot.fence += 1;
+                slot.lease = Some((slot.fence, now + ttl));
+                (slot.fence, slot.bytes.clone())
+            };
+            let lease = Lease::new(cadence, run_id, token);
+            let record = match bytes.map(|b| Record::from_json(&b)).transpose() {
+                Ok(r) => r.filter(|r| !r.is_expired(SystemTime::now())),
+                Err(e) => {
+                    let _ = self.release_lease(&lease).await;
+                    return Err(e);
+                }
+            };
+            Ok((lease, record))
+        })
+    }
+
+    /// The end write and the release under one lock; with a lease, a clear is fenced too
+    /// (CKP-7, CKP-9).
+    fn end_run<'a>(
+        &'a self,
+        cadence: &'a str,
+        run_id: &'a str,
+        end: RunEnd<'a>,
+        lease: Option<&'a Lease>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let bytes = match end {
+                RunEnd::Save(record) => Some(record.to_json()),
+                _ => None,
+            };
+            let mut slots = self.lock();
+            let slot = slot_mut(&mut slots, cadence, run_id);
+            Self::check_fence(slot, lease, run_id)?;
+            match end {
+                RunEnd::Clear => slot.bytes = None,
+                RunEnd::Save(_) => slot.bytes = bytes,
+                RunEnd::Keep => {}
+            }
+            if let Some(lease) = lease
                 && slot.lease.is_some_and(|(t, _)| t == lease.token)
             {
                 slot.lease = None;

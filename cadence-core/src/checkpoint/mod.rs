@@ -156,9 +156,27 @@ impl Record {
         }
     }
 
-    /// Serializes to JSON bytes.
+    /// Serializes to JSON bytes (into a buffer sized for the record up front: the score is
+    /// copied once, never regrown).
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let paths: usize = self.completed.iter().map(|p| p.len() + 3).sum::<usize>()
+            + self.attempts.keys().map(|p| p.len() + 16).sum::<usize>()
+            + self
+                .members
+                .iter()
+                .map(|(p, v)| p.len() + v.get().len() + 4)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(
+            256 + self.score.get().len()
+                + paths
+                + self.cadence.len()
+                + self.run_id.len()
+                + self.fingerprint.len(),
+        );
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Parses JSON bytes: `Corrupt` for undecodable data, `UnsupportedVersion` for a newer
@@ -225,7 +243,50 @@ pub fn raw_json(value: &serde_json::Value) -> RawJson {
 
 /// `now` as RFC 3339 with microseconds and `Z` (GEN-3).
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+    let mut out = String::with_capacity(27);
+    write_rfc3339_micros(SystemTime::now(), &mut out);
+    out
+}
+
+/// Appends `t` as RFC 3339 with microseconds and `Z` (`2026-11-27T06:10:23.123456Z`, the
+/// format of `humantime::format_rfc3339_micros`) without allocating beyond `out`'s growth:
+/// saves stamp `updated_at` in place. Times before 1970 or after 9999 are clamped.
+pub(crate) fn write_rfc3339_micros(t: SystemTime, out: &mut String) {
+    const MAX_SECS: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, micros) = match d.as_secs() {
+        s if s > MAX_SECS => (MAX_SECS, 999_999),
+        s => (s, d.subsec_micros()),
+    };
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm), in unsigned arithmetic
+    // shifted to the era starting 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 6, u64::from(micros));
+    // Only ASCII digits and separators were written.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000000Z"));
 }
 
 /// One line of [`CheckpointStore::list`] (CKP-10).
@@ -333,8 +394,74 @@ pub trait CheckpointStore: Send + Sync + 'static {
         Box::pin(async { Err(unsupported("leases")) })
     }
 
+    /// Takes the lease of (cadence, run id) and loads its record, as the engine does when a
+    /// run starts (CKP-5, CKP-9). A shared store does both in one round trip; the default
+    /// calls [`acquire_lease`](Self::acquire_lease) then [`load`](Self::load), and releases
+    /// the lease again if loading fails (so a failed call holds nothing).
+    fn acquire_and_load<'a>(
+        &'a self,
+        cadence: &'a str,
+        run_id: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, (Lease, Option<Record>)> {
+        Box::pin(async move {
+            let lease = self.acquire_lease(cadence, run_id, ttl).await?;
+            match self.load(cadence, run_id).await {
+                Ok(record) => Ok((lease, record)),
+                Err(e) => {
+                    let _ = self.release_lease(&lease).await;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Writes the end of a run (CKP-7) and releases its lease, as the engine does when a run
+    /// ends: [`RunEnd::Clear`] removes the record, [`RunEnd::Save`] writes a last record (a
+    /// retained outcome, a failed or partial status), [`RunEnd::Keep`] leaves it. With a
+    /// lease, the write is fenced like a save (`LeaseLost`, and nothing written, if `lease`
+    /// is stale).
+    ///
+    /// On success the lease is released; on failure it is left held so that the caller may
+    /// write again, then release it. A shared store does write and release in one round
+    /// trip; the default calls [`clear`](Self::clear) or [`save`](Self::save), then
+    /// [`release_lease`](Self::release_lease) (whose failure is ignored: an unreleased lease
+    /// expires).
+    fn end_run<'a>(
+        &'a self,
+        cadence: &'a str,
+        run_id: &'a str,
+        end: RunEnd<'a>,
+        lease: Option<&'a Lease>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            match end {
+                RunEnd::Clear => self.clear(cadence, run_id).await?,
+                RunEnd::Save(record) => self.save(record, lease).await?,
+                RunEnd::Keep => {}
+            }
+            if let Some(lease) = lease {
+                let _ = self.release_lease(lease).await;
+            }
+            Ok(())
+        })
+    }
+
     /// A description for messages and logs (a URL without credentials, a directory).
     fn describe(&self) -> String;
+}
+
+/// What [`CheckpointStore::end_run`] writes when a run ends (CKP-7).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub enum RunEnd<'a> {
+    /// Succeeded or stopped without `retain_outcome`: remove the record.
+    Clear,
+    /// Write this record: a retained terminal outcome, or the status of a failed or partial
+    /// run (or the last progress of a cancelled one).
+    Save(&'a Record),
+    /// Cancelled with nothing left to write: keep the record as it is.
+    Keep,
 }
 
 fn unsupported(what: &str) -> CadenceError {
@@ -358,5 +485,39 @@ pub enum OnCheckpointError {
 impl fmt::Display for RecordStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn timestamps_match_humantime() {
+        // GEN-3: the in-place formatter writes what humantime writes.
+        let mut t = UNIX_EPOCH;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut out = String::new();
+            super::write_rfc3339_micros(t, &mut out);
+            assert_eq!(out, humantime::format_rfc3339_micros(t).to_string());
+            t = UNIX_EPOCH + Duration::from_micros(seed % 253_402_300_799_000_000);
+        }
+        let mut out = String::from("old");
+        out.clear();
+        super::write_rfc3339_micros(UNIX_EPOCH + Duration::from_secs(951_782_400), &mut out);
+        assert_eq!(out, "2000-02-29T00:00:00.000000Z");
+        let now = SystemTime::now();
+        assert_eq!(
+            {
+                let mut s = String::new();
+                super::write_rfc3339_micros(now, &mut s);
+                s
+            },
+            humantime::format_rfc3339_micros(now).to_string()
+        );
     }
 }

@@ -4,6 +4,17 @@
 //! completed, counts attempts, and writes the whole record after each completed measure and
 //! after each successful member of a parallel group. Saves of one run are serialized by the
 //! record's async mutex.
+//!
+//! Round trips: a run starts with one [`CheckpointStore::acquire_and_load`] and ends with one
+//! [`CheckpointStore::end_run`] (which releases the lease). The save of the *last* top-level
+//! measure is folded into that end write: nothing runs between the two (the measure is the
+//! last thing the body does, and the body returns in the same poll), so a crash before the
+//! end write re-runs at most that measure — exactly as a crash before its own save would
+//! (CKP-14). The end write carries it: a cleared record drops it with the rest, a retained,
+//! failed, partial or cancelled one contains it. `on_checkpoint_saved` for that measure is
+//! reported once the end write succeeded; if the end write fails, it is handled as that
+//! save's failure (CKP-8: `Fail` fails the run at that measure and writes the failed status,
+//! `Continue` reports it and writes the end again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    CheckpointStore, Lease, OnCheckpointError, RawJson, Record, RecordStatus, now_rfc3339,
+    CheckpointStore, Lease, OnCheckpointError, RawJson, Record, RecordStatus, RunEnd,
+    write_rfc3339_micros,
 };
 use crate::error::{CadenceError, CheckpointErrorKind};
 use crate::hook::TraceContext;
@@ -110,6 +122,19 @@ pub(crate) enum Opened<S> {
     Replay(S, RecordStatus),
 }
 
+/// What [`Session::finish`] did, for the engine's hooks and outcome.
+#[derive(Default)]
+pub(crate) struct Finished {
+    /// The last measure whose save the end write carried, and the completed count: report
+    /// `on_checkpoint_saved` for it.
+    pub(crate) saved: Option<(String, usize)>,
+    /// That save failed under `on_checkpoint_error(Fail)`: the run fails with this error at
+    /// this measure (its failed status was written, or its failure is in `errors`).
+    pub(crate) failed: Option<(CadenceError, String)>,
+    /// Failures to report with `on_checkpoint_error` (already logged), in order.
+    pub(crate) errors: Vec<CadenceError>,
+}
+
 /// One checkpointed run.
 pub(crate) struct Session<S> {
     pub(crate) store: Arc<dyn CheckpointStore>,
@@ -126,8 +151,12 @@ pub(crate) struct Session<S> {
     pub(crate) members: BTreeMap<String, RawJson>,
     /// Attempts recorded by earlier executions (CKP-12).
     prior: HashMap<String, u32>,
-    /// Attempts started by this execution, merged into the record on each save.
-    attempts: Mutex<BTreeMap<String, u32>>,
+    /// Attempts started by this execution, and whether each changed since the last save:
+    /// only changed ones are merged into the record.
+    attempts: Mutex<BTreeMap<String, (u32, bool)>>,
+    /// The last top-level measure, completed and applied to the record but not yet written:
+    /// the end write carries it.
+    deferred: Mutex<Option<String>>,
     pub(crate) resumed: bool,
     pub(crate) forced: bool,
     released: AtomicBool,
@@ -153,14 +182,15 @@ impl<S> Session<S> {
                 format!("run '{run_id}' of cadence '{cadence}' is already running in this process"),
             ));
         };
-        let lease = if cfg.store.supports_leases() {
-            Some(
-                cfg.store
-                    .acquire_lease(cadence, run_id, cfg.lease_ttl)
-                    .await?,
-            )
+        // One round trip with a shared store (acquire_and_load releases on a failed load).
+        let (lease, loaded) = if cfg.store.supports_leases() {
+            let (lease, loaded) = cfg
+                .store
+                .acquire_and_load(cadence, run_id, cfg.lease_ttl)
+                .await?;
+            (Some(lease), loaded)
         } else {
-            None
+            (None, cfg.store.load(cadence, run_id).await?)
         };
         let release = |lease: Option<Lease>| {
             let store = cfg.store.clone();
@@ -168,13 +198,6 @@ impl<S> Session<S> {
                 if let Some(l) = lease {
                     let _ = store.release_lease(&l).await;
                 }
-            }
-        };
-        let loaded = match cfg.store.load(cadence, run_id).await {
-            Ok(r) => r,
-            Err(e) => {
-                release(lease).await;
-                return Err(e);
             }
         };
         let mut forced = false;
@@ -266,6 +289,7 @@ impl<S> Session<S> {
             members,
             prior,
             attempts: Mutex::new(BTreeMap::new()),
+            deferred: Mutex::new(None),
             resumed,
             forced,
             released: AtomicBool::new(false),
@@ -281,24 +305,42 @@ impl<S> Session<S> {
     pub(crate) fn attempt_started(&self, path: &str) {
         let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
         match a.get_mut(path) {
-            Some(n) => *n += 1,
+            Some((n, changed)) => {
+                *n += 1;
+                *changed = true;
+            }
             None => {
-                a.insert(path.to_owned(), 1);
+                a.insert(path.to_owned(), (1, true));
             }
         }
     }
 
+    /// Merges the attempt counters that changed since the last save into `rec` (CKP-12).
     fn merge_attempts(&self, rec: &mut Record) {
-        let a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        for (path, n) in a.iter() {
-            let prior = self.prior.get(path).copied().unwrap_or(0);
-            rec.attempts.insert(path.clone(), prior + n);
+        let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, (n, changed)) in a.iter_mut() {
+            if !std::mem::take(changed) {
+                continue;
+            }
+            let total = self.prior.get(path).copied().unwrap_or(0) + *n;
+            match rec.attempts.get_mut(path) {
+                Some(v) => *v = total,
+                None => {
+                    rec.attempts.insert(path.clone(), total);
+                }
+            }
         }
     }
 
-    async fn write(&self, rec: &mut Record) -> Result<(), CadenceError> {
+    /// Attempt counters and `updated_at`, before a write (stamped in place, no allocation).
+    fn stamp(&self, rec: &mut Record) {
         self.merge_attempts(rec);
-        rec.updated_at = now_rfc3339();
+        rec.updated_at.clear();
+        write_rfc3339_micros(SystemTime::now(), &mut rec.updated_at);
+    }
+
+    async fn write(&self, rec: &mut Record) -> Result<(), CadenceError> {
+        self.stamp(rec);
         self.store.save(rec, self.lease.as_ref()).await
     }
 
@@ -313,19 +355,26 @@ impl<S> Session<S> {
         })
     }
 
-    /// CKP-4: after a completed top-level measure.
+    /// CKP-4: after a completed top-level measure. Returns the completed count once saved,
+    /// or `None` for the `last` measure of the run, whose save the end write carries
+    /// ([`finish`](Self::finish); see the module docs).
     pub(crate) async fn measure_completed(
         &self,
         path: &str,
         encoded: Result<RawJson, CadenceError>,
-    ) -> Result<usize, CadenceError> {
+        last: bool,
+    ) -> Result<Option<usize>, CadenceError> {
         let encoded = encoded?;
         let mut rec = self.record.lock().await;
         rec.score = encoded;
         rec.completed.push(path.to_owned());
         rec.members.clear();
+        if last {
+            *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_owned());
+            return Ok(None);
+        }
         self.write(&mut rec).await?;
-        Ok(rec.completed.len())
+        Ok(Some(rec.completed.len()))
     }
 
     /// CKP-4: after a successful member of a parallel group (score still the pre-group one).
@@ -341,40 +390,125 @@ impl<S> Session<S> {
         Ok(rec.completed.len())
     }
 
-    /// CKP-7: at the end of the run.
+    /// CKP-7: at the end of the run, one [`CheckpointStore::end_run`] (clear, or a last
+    /// record) that also releases the lease and carries the deferred save of the last
+    /// measure, if any. `status` is `None` for a cancelled run. Errors are logged here and
+    /// returned in [`Finished`] for the engine's hooks.
     pub(crate) async fn finish(
         &self,
         status: Option<RecordStatus>,
         final_score: Result<RawJson, CadenceError>,
         retain: Option<Duration>,
-    ) -> Result<(), CadenceError> {
+    ) -> Finished {
         let mut rec = self.record.lock().await;
-        let (cadence, run_id) = (rec.cadence.clone(), rec.run_id.clone());
-        let result = match status {
-            // Cancelled: keep the record as it is.
-            None => Ok(()),
-            Some(s @ (RecordStatus::Succeeded | RecordStatus::Stopped)) => match retain {
-                Some(ttl) => {
-                    rec.status = s;
-                    rec.score = final_score?;
-                    rec.completed.clear();
-                    rec.members.clear();
-                    let expires = SystemTime::now() + ttl;
-                    rec.expires_at = Some(humantime::format_rfc3339_micros(expires).to_string());
-                    self.write(&mut rec).await
-                }
-                None => self.store.clear(&cadence, &run_id).await,
-            },
-            Some(s) => {
-                rec.status = s;
-                self.write(&mut rec).await
+        let deferred = self
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut done = Finished::default();
+        let first = self
+            .write_end(&mut rec, status, &final_score, retain, deferred.is_some())
+            .await;
+        match (first, deferred) {
+            (Ok(()), deferred) => {
+                done.saved = deferred.map(|path| (path, rec.completed.len()));
+                return done;
             }
-        };
+            (Err(e), None) => {
+                tracing::warn!(target: "cadence", "writing the final checkpoint failed: {e}");
+                done.errors.push(e);
+            }
+            // The end write carried the last measure's save: its failure is that save's
+            // (CKP-8).
+            (Err(e), Some(path)) => {
+                let again = match self.on_error {
+                    OnCheckpointError::Fail => {
+                        done.failed = Some((e, path));
+                        // As after any failed save: the run fails, its status is written.
+                        Some(RecordStatus::Failed)
+                    }
+                    _ => {
+                        tracing::warn!(target: "cadence", "checkpoint save failed, continuing: {e}");
+                        done.errors.push(e);
+                        status
+                    }
+                };
+                match self
+                    .write_end(&mut rec, again, &final_score, retain, true)
+                    .await
+                {
+                    Ok(()) => return done,
+                    Err(e) => {
+                        tracing::warn!(target: "cadence", "writing the final checkpoint failed: {e}");
+                        done.errors.push(e);
+                    }
+                }
+            }
+        }
+        // end_run keeps the lease when it fails: release it now.
         if let Some(lease) = &self.lease {
             self.released.store(true, Ordering::Relaxed);
             let _ = self.store.release_lease(lease).await;
         }
-        result
+        done
+    }
+
+    /// One end write: what `status` calls for (CKP-7), through `end_run`, which releases the
+    /// lease when it succeeds. `carries` says a deferred measure is in `rec`: a cancelled run
+    /// then writes it rather than keeping the stored record.
+    async fn write_end(
+        &self,
+        rec: &mut Record,
+        status: Option<RecordStatus>,
+        final_score: &Result<RawJson, CadenceError>,
+        retain: Option<Duration>,
+        carries: bool,
+    ) -> Result<(), CadenceError> {
+        let terminal;
+        let end = match status {
+            None if carries => {
+                self.stamp(rec);
+                RunEnd::Save(&*rec)
+            }
+            None => RunEnd::Keep,
+            Some(s @ (RecordStatus::Succeeded | RecordStatus::Stopped)) => match retain {
+                Some(ttl) => {
+                    // A copy: if this write fails, `rec` still holds the run's progress.
+                    self.stamp(rec);
+                    let mut t = rec.clone();
+                    t.status = s;
+                    t.score = match final_score {
+                        Ok(score) => score.clone(),
+                        Err(e) => {
+                            return Err(CadenceError::checkpoint(
+                                CheckpointErrorKind::Other,
+                                e.to_string(),
+                            ));
+                        }
+                    };
+                    t.completed.clear();
+                    t.members.clear();
+                    let expires = SystemTime::now() + ttl;
+                    t.expires_at = Some(humantime::format_rfc3339_micros(expires).to_string());
+                    terminal = t;
+                    RunEnd::Save(&terminal)
+                }
+                None => RunEnd::Clear,
+            },
+            Some(s) => {
+                rec.status = s;
+                self.stamp(rec);
+                RunEnd::Save(&*rec)
+            }
+        };
+        self.store
+            .end_run(&rec.cadence, &rec.run_id, end, self.lease.as_ref())
+            .await?;
+        if self.lease.is_some() {
+            self.released.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// CKP-9: keeps the lease alive; returns when it is lost.

@@ -10,6 +10,10 @@
 //! resumed run skipped it), `clearing` (the run succeeded and its record is about to be
 //! removed, path `-`; the same run id would then start afresh) or `done:<total>` (the run
 //! returned, path `-`). Run ids contain no spaces; paths contain none either.
+//!
+//! The save of a run's last measure is carried by the write that ends the run (CKP-7: here
+//! the clear), so its `commit` is logged after `clearing`: such a commit belongs to a run
+//! whose record is gone, and does not forbid a fresh start of the same run id.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,6 +60,8 @@ pub struct RunLog {
 pub fn check_log(text: &str) -> Result<BTreeMap<String, RunLog>, Vec<String>> {
     let mut runs: BTreeMap<String, RunLog> = BTreeMap::new();
     let mut committed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Runs whose record was cleared and that have not started again since.
+    let mut cleared: BTreeSet<String> = BTreeSet::new();
     let mut problems = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let parts: Vec<&str> = line.split(' ').collect();
@@ -74,14 +80,21 @@ pub fn check_log(text: &str) -> Result<BTreeMap<String, RunLog>, Vec<String>> {
                     ));
                 }
                 *log.starts.entry(path.to_owned()).or_default() += 1;
+                cleared.remove(run);
             }
             "commit" => {
-                done.insert(path.to_owned());
+                // After `clearing`: the last measure, saved by the clear itself.
+                if !cleared.contains(run) {
+                    done.insert(path.to_owned());
+                }
                 log.commits.push(path.to_owned());
             }
             "skipped" => log.skipped += 1,
             // Logged before the record is removed: from here on a fresh start is legitimate.
-            "clearing" => done.clear(),
+            "clearing" => {
+                done.clear();
+                cleared.insert(run.to_owned());
+            }
             e => match e.strip_prefix("done:").map(str::parse::<u64>) {
                 Some(Ok(total)) => log.done.push(total),
                 _ => problems.push(format!("line {}: unknown event: {line:?}", n + 1)),
@@ -118,6 +131,12 @@ mod tests {
         );
         // Other runs and other measures are independent; `fan` does not cover `fanout`.
         assert!(check_log("r1 a commit\nr2 a start\nr1 fan commit\nr1 fanout start\n").is_ok());
+        // The last measure's commit comes with the clear; a fresh start may follow.
+        let last =
+            "r1 finish start\nr1 - clearing\nr1 finish commit\nr1 load start\nr1 finish start\n";
+        assert!(check_log(last).is_ok());
+        let again = "r1 - clearing\nr1 load start\nr1 load commit\nr1 load start\n";
+        assert!(check_log(again).is_err(), "a start ends the cleared state");
         assert!(check_log("r1 a\n").is_err());
     }
 }

@@ -5,7 +5,8 @@
 //! against a `FileStore` in `<store dir>`. Every note appends `<run id> <note path> start` to
 //! the log before doing anything, and sleeps 1–5 ms so kills land mid-run; a hook appends
 //! `<run id> <path> commit` after each checkpoint save and `<run id> <path> skipped` for each
-//! measure or member a resume skips. The store is wrapped to append `<run id> - clearing`
+//! measure or member a resume skips (the last measure's `commit` comes after `clearing`: the
+//! clear carries its save). The store is wrapped to append `<run id> - clearing`
 //! *before* the record of a finished run is removed (after which the same run id legitimately
 //! starts afresh). When the run returns, the worker checks the final score and appends
 //! `<run id> - done:<total>` (or `wrong:<score JSON>`). Each line is one `write`
