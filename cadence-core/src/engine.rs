@@ -45,8 +45,6 @@ use futures_util::stream::FuturesUnordered;
 type Panic = Box<dyn Any + Send>;
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-pin_project_lite::pin_project! {
-    /// Polls a future, turning a panic into `Err(payload)` (GEN-5).
 /// One attempt of a note on the lean path (see `RunCtx::is_lean`), as an expression of type
 /// `Result<Flow, CadenceError>` to be used inside an `async fn` of `RunCtx`: the context lives
 /// in the caller's future, and the note's future is awaited directly, so no engine future is
@@ -67,6 +65,8 @@ macro_rules! lean_note {
     }};
 }
 
+pin_project_lite::pin_project! {
+    /// Polls a future, turning a panic into `Err(payload)` (GEN-5).
     pub(crate) struct CatchUnwind<F> {
         #[pin]
         inner: F,
@@ -770,7 +770,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let r = match &m.body {
                 // Nobody observes the measure: its note on the lean path, inline.
                 MeasureBody::Note(n) if self.is_lean(n) => lean_note!(self, n, score),
-                _ => self.exec_measure(m, score).await,
+                _ => {
+                    // Boxed: observed, checkpointed, spanned and composite measures pay one
+                    // allocation so that every run's future stays small (core.mem_per_run).
+                    let measure: BoxFuture<'_, Result<Flow, CadenceError>> =
+                        Box::pin(self.exec_measure(m, score));
+                    measure.await
+                }
             };
             match r {
                 Ok(Flow::Continue) => {
@@ -1169,6 +1175,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Box::pin(self.exec_note_spanned(n, score, member));
             return slow.await;
         }
+        if self.is_lean(n) {
+            return lean_note!(self, n, score);
+        }
         let span = LiveSpan::new(self.note_span(n));
         if self.observe && member.is_none() {
             span.in_scope(|| self.emit(Occ::NoteStart(&n.path, 1), Some(&*score)));
@@ -1187,9 +1196,6 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let started = catch_unwind(AssertUnwindSafe(move || {
                 let s = s;
                 match &n.body {
-        if self.is_lean(n) {
-            return lean_note!(self, n, score);
-        }
                     Body::AsyncFn(f) => Some(f(s, cxr)),
                     Body::Async(b) => Some(b.call(s, cxr)),
                     Body::Blocking { .. } => None,
@@ -1233,24 +1239,6 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         flow
     }
 
-    fn note_span(&self, n: &CompiledNote<S>) -> tracing::Span {
-        if !self.inner.note_spans {
-            return tracing::Span::none();
-        }
-        tracing::info_span!(
-            target: "cadence",
-            "cadence.note",
-            cadence.note.path = &*n.path,
-            cadence.note.attempts = 1u32,
-            cadence.outcome = Empty,
-        )
-    }
-
-    /// The slow path of [`exec_note_as`]: policies or a blocking body, in the note's span.
-    async fn exec_note_spanned(
-        &self,
-        n: &CompiledNote<S>,
-        score: &mut S,
     /// Whether a `cadence.note` span could be recorded right now (a subscriber is installed
     /// and this cadence has note spans on).
     #[inline]
@@ -1317,6 +1305,24 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         }
     }
 
+    fn note_span(&self, n: &CompiledNote<S>) -> tracing::Span {
+        if !self.inner.note_spans {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            target: "cadence",
+            "cadence.note",
+            cadence.note.path = &*n.path,
+            cadence.note.attempts = 1u32,
+            cadence.outcome = Empty,
+        )
+    }
+
+    /// The slow path of [`exec_note_as`]: policies or a blocking body, in the note's span.
+    async fn exec_note_spanned(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
         member: Option<&AtomicU32>,
     ) -> Result<Flow, CadenceError> {
         let span = self.note_span(n);
