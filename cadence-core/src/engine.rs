@@ -991,14 +991,23 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
             }
         }
-        let mut failure: Option<(usize, CadenceError)> = None;
-        let mut stop: Option<Flow> = None;
-        {
+        let members = clones
+            .into_iter()
+            .enumerate()
+            .filter_map(|(j, c)| c.map(|c| (j, c)));
+        let (failure, stop) = if notes.iter().all(|n| self.is_lean(n)) {
+            // Every member on the lean path: the smallest member future there is.
+            let set: FuturesUnordered<_> = members
+                .map(|(j, mut clone)| async move {
+                    let r = lean_note!(self, &notes[j], &mut clone);
+                    (j, clone, r)
+                })
+                .collect();
+            self.drive_members(set, notes, &mut group.finished, &mut results)
+                .await
+        } else {
             let attempts = &group.attempts;
-            let mut members: FuturesUnordered<_> = clones
-                .into_iter()
-                .enumerate()
-                .filter_map(|(j, c)| c.map(|c| (j, c)))
+            let set: FuturesUnordered<_> = members
                 .map(|(j, mut clone)| async move {
                     let r = self
                         .exec_note_as(&notes[j], &mut clone, Some(&attempts[j]))
@@ -1006,32 +1015,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     (j, clone, r)
                 })
                 .collect();
-            while let Some((j, result, r)) = members.next().await {
-                group.finished[j] = true;
-                match r {
-                    Ok(flow) => {
-                        if let Some(session) = self.ckpt
-                            && let Err(e) = self
-                                .member_saved(session, &notes[j].path, session.encode(&result))
-                                .await
-                        {
-                            failure = Some((j, e));
-                            break;
-                        }
-                        results[j] = Some(result);
-                        if let Flow::Stop { .. } = flow {
-                            // PAR-6: siblings run to completion; the first stop is reported.
-                            stop.get_or_insert(flow);
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some((j, e));
-                        break;
-                    }
-                }
-            }
-            // PAR-5: dropping the set cancels every unfinished member before we return.
-        }
+            self.drive_members(set, notes, &mut group.finished, &mut results)
+                .await
+        };
         if let Some((j, source)) = failure {
             group.report_cancelled();
             if matches!(source, CadenceError::Checkpoint { .. }) {
@@ -1059,6 +1045,43 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             }
             Err(p) => Err(self.panicked(path, p)),
         }
+    }
+
+    /// Polls a group's members until all finished, the first failure, or a failed member save;
+    /// returns the failure and the first stop (PAR-5, PAR-6). Dropping `set` (on return)
+    /// cancels every unfinished member.
+    async fn drive_members<F>(
+        &self,
+        mut set: FuturesUnordered<F>,
+        notes: &[CompiledNote<S>],
+        finished: &mut [bool],
+        results: &mut [Option<S>],
+    ) -> (Option<(usize, CadenceError)>, Option<Flow>)
+    where
+        F: Future<Output = (usize, S, Result<Flow, CadenceError>)>,
+    {
+        let mut stop: Option<Flow> = None;
+        while let Some((j, result, r)) = set.next().await {
+            finished[j] = true;
+            match r {
+                Ok(flow) => {
+                    if let Some(session) = self.ckpt
+                        && let Err(e) = self
+                            .member_saved(session, &notes[j].path, session.encode(&result))
+                            .await
+                    {
+                        return (Some((j, e)), stop);
+                    }
+                    results[j] = Some(result);
+                    if let Flow::Stop { .. } = flow {
+                        // PAR-6: siblings run to completion; the first stop is reported.
+                        stop.get_or_insert(flow);
+                    }
+                }
+                Err(e) => return (Some((j, e)), stop),
+            }
+        }
+        (None, stop)
     }
 
     /// CKP-4 inside a group: saves a member's result and reports it, or applies
