@@ -41,17 +41,35 @@ impl<'a> Keys<'a> {
 
     /// The keys of a run whose cadence (as found in an index key) is already escaped.
     pub(crate) fn run_escaped(&self, cadence: &str, run_id: &str) -> RunKeys {
-        let base = format!("{}:{{{cadence}:{run_id}}}:", self.prefix);
+        // Built by hand: formatting machinery costs more than the copies (hot: every save).
+        let key = |suffix: &str| {
+            let mut k = String::with_capacity(
+                self.prefix.len() + cadence.len() + run_id.len() + suffix.len() + 5,
+            );
+            k.push_str(self.prefix);
+            k.push_str(":{");
+            k.push_str(cadence);
+            k.push(':');
+            k.push_str(run_id);
+            k.push_str("}:");
+            k.push_str(suffix);
+            k
+        };
         RunKeys {
-            record: format!("{base}record"),
-            lease: format!("{base}lease"),
-            fence: format!("{base}fence"),
+            record: key("record"),
+            lease: key("lease"),
+            fence: key("fence"),
         }
     }
 
     /// The index of one cadence.
     pub(crate) fn index(&self, cadence: &str) -> String {
-        format!("{}:index:{}", self.prefix, escape(cadence))
+        let cadence = escape(cadence);
+        let mut k = String::with_capacity(self.prefix.len() + cadence.len() + 7);
+        k.push_str(self.prefix);
+        k.push_str(":index:");
+        k.push_str(&cadence);
+        k
     }
 
     /// A `SCAN MATCH` pattern for every index, and the length of the part before the

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cadence_core::checkpoint::{CheckpointStore, Lease, Record, RunSummary, StoreFuture};
+use cadence_core::checkpoint::{CheckpointStore, Lease, Record, RunEnd, RunSummary, StoreFuture};
 use cadence_core::{CadenceError, CheckpointErrorKind};
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
@@ -35,6 +35,35 @@ static SAVE: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+",
+    )
+});
+
+/// Lease acquisition and load in one script (REDIS-3, CKP-5): as [`ACQUIRE`], and the record
+/// comes back with the token. KEYS: lease, fence, record. ARGV: lease TTL ms, fence TTL ms.
+/// Returns `{token, record or nil}`, or `{-1}` when the lease is held.
+static ACQUIRE_LOAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
+local token = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return {token, redis.call('GET', KEYS[3])}
+",
+    )
+});
+
+/// Fenced last save of a run, releasing the lease (REDIS-3, CKP-7): write the record and
+/// delete the lease, only if the lease holds this token. KEYS: record, lease. ARGV: token,
+/// record JSON, record TTL ms. Returns 1, or 0 (lost).
+static SAVE_END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
 return 1
 ",
     )
@@ -82,6 +111,10 @@ const PREFETCH_FOR: Duration = Duration::from_secs(1);
 /// Bound on the leases a store tracks (stale entries are dropped beyond it).
 const MAX_TRACKED: usize = 100_000;
 
+/// How stale a run's index entry may get while its lease is held (see `RedisStore`'s docs):
+/// saves within this time of the run's last index update leave the index alone.
+const INDEX_EVERY: Duration = Duration::from_secs(1);
+
 /// How many runs `list` reads per pipeline.
 const LIST_BATCH: usize = 256;
 
@@ -102,12 +135,21 @@ const LIST_BATCH: usize = 256;
 ///   the record TTL plus the lease TTL after each acquisition or renewal, so it outlives every
 ///   record saved under it and tokens never repeat while a record exists.
 /// - **Round trips**: a save is one pipeline (the script or `SET`, then the index update).
-///   `acquire_lease` reads the record in its round trip, and the `load` of that run that
-///   follows within 1 s uses it (the engine acquires, then loads). A `clear` of a run whose
-///   lease this store holds is fenced like a save and releases the lease in the same round
-///   trip (the engine clears at the end of a run, then releases: that release costs nothing).
-///   So an engine run of n measures costs n + 2 round trips. `list` reads records and lease
-///   flags in pipelines of 256.
+///   [`acquire_and_load`](CheckpointStore::acquire_and_load) is one script returning token
+///   and record; [`end_run`](CheckpointStore::end_run) is one fenced script that clears or
+///   writes the record *and* releases the lease, with its index update pipelined. The engine
+///   folds the save of a run's last measure into that end write, so an engine run of n
+///   measures costs n + 1 round trips. (`acquire_lease` also reads the record in its round
+///   trip, for a `load` of that run that follows within 1 s.) A `clear` of a run whose lease
+///   this store holds is fenced like a save and releases the lease in the same round trip.
+///   `list` reads records and lease flags in pipelines of 256.
+/// - **Index updates** (REDIS-2): a save without a lease, and the first save under a lease,
+///   update the run's index entry (`ZADD`, `PEXPIRE`); later saves under the same lease do so
+///   only when the last update is 1 s old (or the record TTL, if shorter). Every index update
+///   sets the index TTL to the record TTL plus that second, so the index always outlives
+///   every record in it; the index's update times are exact to within that second (each
+///   record's own `updated_at` is exact). A run's end removes its entry with the same
+///   round trip.
 /// - **Failures** (REDIS-4): every command runs within the command timeout (default 2 s) and
 ///   fails with `Checkpoint` kind `Unavailable` naming the URL (without credentials) and the
 ///   cause; the run then fails or continues per the builder's `on_checkpoint_error` (CKP-8).
@@ -136,7 +178,8 @@ const LIST_BATCH: usize = 256;
 #[derive(Clone)]
 pub struct RedisStore {
     redis: Redis,
-    held: Arc<Mutex<HashMap<(String, String), Held>>>,
+    /// Leases this store acquired, by lease key.
+    held: Arc<Mutex<HashMap<String, Held>>>,
 }
 
 /// A lease this store acquired and has not released.
@@ -147,6 +190,8 @@ struct Held {
     prefetched: Option<(Instant, Option<Vec<u8>>)>,
     /// The lease was released by a fenced `clear`: `release_lease` has nothing left to do.
     released: bool,
+    /// When a save under this lease last updated the run's index entry.
+    indexed_at: Option<Instant>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -176,29 +221,88 @@ impl RedisStore {
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Held>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Forgets a prefetched record of (cadence, run id): it was written since.
-    fn invalidate(&self, cadence: &str, run_id: &str) {
+    /// Forgets a prefetched record of a run (by its keys): it was written since.
+    fn invalidate(&self, run: &RunKeys) {
         let mut held = self.held();
         if held.is_empty() {
             return;
         }
-        if let Some(h) = held.get_mut(&(cadence.to_owned(), run_id.to_owned())) {
+        if let Some(h) = held.get_mut(&run.lease) {
             h.prefetched = None;
         }
     }
 
-    /// The token of the lease this store holds on (cadence, run id), if any.
-    fn held_token(&self, cadence: &str, run_id: &str) -> Option<u64> {
+    /// The token of the lease this store holds on a run (by its keys), if any.
+    fn held_token(&self, run: &RunKeys) -> Option<u64> {
         self.held()
-            .get(&(cadence.to_owned(), run_id.to_owned()))
+            .get(&run.lease)
             .filter(|h| !h.released)
             .map(|h| h.token)
+    }
+
+    /// Forgets a lease this store held, if it is this token's.
+    fn forget(&self, run: &RunKeys, token: u64) {
+        let mut held = self.held();
+        if held.get(&run.lease).is_some_and(|h| h.token == token) {
+            held.remove(&run.lease);
+        }
+    }
+
+    /// Remembers a lease this store acquired.
+    fn track(&self, lease_key: String, held: Held) {
+        let mut map = self.held();
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, h| !h.released);
+            if map.len() >= MAX_TRACKED {
+                map.clear();
+            }
+        }
+        map.insert(lease_key, held);
+    }
+
+    /// How long a run's index entry may go without an update while its lease is held.
+    fn index_every(&self) -> Duration {
+        INDEX_EVERY.min(self.redis.record_ttl())
+    }
+
+    /// The index TTL: the record TTL plus [`index_every`](Self::index_every), so the index
+    /// outlives every record saved since its last update.
+    fn index_ttl_ms(&self) -> u64 {
+        millis(self.redis.record_ttl().saturating_add(self.index_every()))
+    }
+
+    /// Before a save: forgets a prefetched record of the run (as [`invalidate`]) and says
+    /// whether the save must update the run's index entry (noting that it will): always
+    /// without a lease, else on the lease's first save, then at most every
+    /// [`index_every`](Self::index_every). One lock.
+    ///
+    /// [`invalidate`]: Self::invalidate
+    fn index_due(&self, run: &RunKeys, lease: Option<&Lease>) -> bool {
+        let mut held = self.held();
+        if held.is_empty() {
+            return true;
+        }
+        let Some(h) = held.get_mut(&run.lease) else {
+            return true;
+        };
+        h.prefetched = None;
+        if lease.is_none_or(|l| l.token != h.token) {
+            return true;
+        }
+        let now = Instant::now();
+        match h.indexed_at {
+            Some(at) if now.duration_since(at) < self.index_every() => false,
+            _ => {
+                h.indexed_at = Some(now);
+                true
+            }
+        }
     }
 
     /// Connects to `url` with the default options ([`Redis::connect`]).
@@ -239,11 +343,13 @@ impl RedisStore {
         run_id: &str,
         bytes: &[u8],
     ) -> Result<(), CadenceError> {
-        self.invalidate(cadence, run_id);
         let keys = self.redis.keys();
-        let key = keys.run(cadence, run_id).record;
+        let run = keys.run(cadence, run_id);
+        self.invalidate(&run);
+        let key = run.record;
         let index = keys.index(cadence);
         let ttl = self.redis.record_ttl_ms();
+        let index_ttl = self.index_ttl_ms();
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(&key)
@@ -258,7 +364,7 @@ impl RedisStore {
             .ignore()
             .cmd("PEXPIRE")
             .arg(&index)
-            .arg(ttl)
+            .arg(index_ttl)
             .ignore();
         let mut conn = self.redis.connection();
         self.redis
@@ -361,10 +467,11 @@ impl RedisStore {
 impl CheckpointStore for RedisStore {
     fn load<'a>(&'a self, cadence: &'a str, run_id: &'a str) -> StoreFuture<'a, Option<Record>> {
         Box::pin(async move {
-            let key = self.redis.keys().run(cadence, run_id).record;
+            let run = self.redis.keys().run(cadence, run_id);
+            let key = run.record;
             let prefetched = self
                 .held()
-                .get_mut(&(cadence.to_owned(), run_id.to_owned()))
+                .get_mut(&run.lease)
                 .and_then(|h| h.prefetched.take())
                 .filter(|(at, _)| at.elapsed() < PREFETCH_FOR);
             let bytes: Option<Vec<u8>> = match prefetched {
@@ -391,13 +498,37 @@ impl CheckpointStore for RedisStore {
 
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.invalidate(&record.cadence, &record.run_id);
             let keys = self.redis.keys();
             let run = keys.run(&record.cadence, &record.run_id);
-            let index = keys.index(&record.cadence);
+            let indexed = self.index_due(&run, lease);
             let payload = record.to_json();
             let ttl = self.ttl_of(record);
-            let index_ttl = self.redis.record_ttl_ms();
+            let what = || {
+                format!(
+                    "saving the checkpoint of run '{}' of '{}'",
+                    record.run_id, record.cadence
+                )
+            };
+            if let (Some(lease), false) = (lease, indexed) {
+                // The common save under a lease: the script alone, no pipeline.
+                let mut conn = self.redis.connection();
+                let written: i64 = self
+                    .redis
+                    .run(what, async {
+                        SAVE.key(&run.record)
+                            .key(&run.lease)
+                            .arg(lease.token)
+                            .arg(&payload)
+                            .arg(ttl)
+                            .invoke_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                return match written {
+                    0 => Err(self.lease_lost(lease)),
+                    _ => Ok(()),
+                };
+            }
             let mut pipe = redis::pipe();
             let mut fenced = SAVE.prepare_invoke();
             match lease {
@@ -417,27 +548,22 @@ impl CheckpointStore for RedisStore {
                     .arg("PX")
                     .arg(ttl),
             };
-            pipe.cmd("ZADD")
-                .arg(&index)
-                .arg(unix_millis(SystemTime::now()))
-                .arg(&record.run_id)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&index)
-                .arg(index_ttl)
-                .ignore();
+            if indexed {
+                let index = keys.index(&record.cadence);
+                pipe.cmd("ZADD")
+                    .arg(&index)
+                    .arg(unix_millis(SystemTime::now()))
+                    .arg(&record.run_id)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&index)
+                    .arg(self.index_ttl_ms())
+                    .ignore();
+            }
             let mut conn = self.redis.connection();
             let (written,): (Value,) = self
                 .redis
-                .run(
-                    || {
-                        format!(
-                            "saving the checkpoint of run '{}' of '{}'",
-                            record.run_id, record.cadence
-                        )
-                    },
-                    Self::query_scripted(&mut conn, &pipe, &[&SAVE]),
-                )
+                .run(what, Self::query_scripted(&mut conn, &pipe, &[&SAVE]))
                 .await?;
             match (lease, written) {
                 (Some(lease), Value::Int(0)) => Err(self.lease_lost(lease)),
@@ -451,8 +577,8 @@ impl CheckpointStore for RedisStore {
             let keys = self.redis.keys();
             let run = keys.run(cadence, run_id);
             let index = keys.index(cadence);
-            self.invalidate(cadence, run_id);
-            let token = self.held_token(cadence, run_id);
+            self.invalidate(&run);
+            let token = self.held_token(&run);
             let mut pipe = redis::pipe();
             let mut fenced = CLEAR.prepare_invoke();
             match token {
@@ -468,7 +594,7 @@ impl CheckpointStore for RedisStore {
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(&index)
-                .arg(self.redis.record_ttl_ms())
+                .arg(self.index_ttl_ms())
                 .ignore();
             let mut conn = self.redis.connection();
             let (done,): (i64,) = self
@@ -481,11 +607,7 @@ impl CheckpointStore for RedisStore {
             let Some(token) = token else {
                 return Ok(());
             };
-            if let Some(h) = self
-                .held()
-                .get_mut(&(cadence.to_owned(), run_id.to_owned()))
-                .filter(|h| h.token == token)
-            {
+            if let Some(h) = self.held().get_mut(&run.lease).filter(|h| h.token == token) {
                 h.released = true;
             }
             match done {
@@ -637,19 +759,13 @@ impl CheckpointStore for RedisStore {
                 .await?;
             match u64::try_from(token) {
                 Ok(token) if token > 0 => {
-                    let mut held = self.held();
-                    if held.len() >= MAX_TRACKED {
-                        held.retain(|_, h| !h.released);
-                        if held.len() >= MAX_TRACKED {
-                            held.clear();
-                        }
-                    }
-                    held.insert(
-                        (cadence.to_owned(), run_id.to_owned()),
+                    self.track(
+                        run.lease,
                         Held {
                             token,
                             prefetched: Some((Instant::now(), record)),
                             released: false,
+                            indexed_at: None,
                         },
                     );
                     Ok(Lease::new(cadence, run_id, token))
@@ -699,11 +815,11 @@ impl CheckpointStore for RedisStore {
 
     fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let key = (lease.cadence.clone(), lease.run_id.clone());
+            let run = self.redis.keys().run(&lease.cadence, &lease.run_id);
             let was = {
                 let mut held = self.held();
-                match held.get(&key) {
-                    Some(h) if h.token == lease.token => held.remove(&key),
+                match held.get(&run.lease) {
+                    Some(h) if h.token == lease.token => held.remove(&run.lease),
                     _ => None,
                 }
             };
@@ -711,7 +827,6 @@ impl CheckpointStore for RedisStore {
                 // A fenced clear released it already.
                 return Ok(());
             }
-            let run = self.redis.keys().run(&lease.cadence, &lease.run_id);
             let mut conn = self.redis.connection();
             let _released: i64 = self
                 .redis
@@ -732,6 +847,173 @@ impl CheckpointStore for RedisStore {
                 )
                 .await?;
             Ok(())
+        })
+    }
+
+    /// One script: the lease and the record together (REDIS-3, CKP-5).
+    fn acquire_and_load<'a>(
+        &'a self,
+        cadence: &'a str,
+        run_id: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, (Lease, Option<Record>)> {
+        Box::pin(async move {
+            let run = self.redis.keys().run(cadence, run_id);
+            let mut conn = self.redis.connection();
+            let mut acquire = ACQUIRE_LOAD.prepare_invoke();
+            acquire
+                .key(&run.lease)
+                .key(&run.fence)
+                .key(&run.record)
+                .arg(millis(ttl))
+                .arg(self.fence_ttl_ms(ttl));
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&acquire);
+            let (reply,): (Vec<Value>,) = self
+                .redis
+                .run(
+                    || format!("acquiring the lease of run '{run_id}' of '{cadence}'"),
+                    Self::query_scripted(&mut conn, &pipe, &[&ACQUIRE_LOAD]),
+                )
+                .await?;
+            let mut reply = reply.into_iter();
+            let token = match reply.next() {
+                Some(Value::Int(t)) if t > 0 => t.unsigned_abs(),
+                _ => {
+                    return Err(self.redis.fail(
+                        CheckpointErrorKind::LeaseHeld,
+                        format_args!(
+                            "the lease of run '{run_id}' of cadence '{cadence}' is held by another worker"
+                        ),
+                    ));
+                }
+            };
+            let lease = Lease::new(cadence, run_id, token);
+            let bytes = match reply.next() {
+                Some(Value::BulkString(b)) => Some(b),
+                _ => None,
+            };
+            let record = match bytes.map(|b| self.decode(&run.record, &b)).transpose() {
+                Ok(r) => r.filter(|r| !r.is_expired(SystemTime::now())),
+                Err(e) => {
+                    // Nothing is held after a failed call; the corrupt record stays.
+                    let _ = self.release_lease(&lease).await;
+                    return Err(e);
+                }
+            };
+            self.track(
+                run.lease,
+                Held {
+                    token,
+                    prefetched: None,
+                    released: false,
+                    indexed_at: None,
+                },
+            );
+            Ok((lease, record))
+        })
+    }
+
+    /// One fenced script that writes (or clears) and releases, with the index update
+    /// pipelined (REDIS-2, REDIS-3, CKP-7).
+    fn end_run<'a>(
+        &'a self,
+        cadence: &'a str,
+        run_id: &'a str,
+        end: RunEnd<'a>,
+        lease: Option<&'a Lease>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(lease) = lease else {
+                return match end {
+                    RunEnd::Clear => self.clear(cadence, run_id).await,
+                    RunEnd::Save(record) => self.save(record, None).await,
+                    _ => Ok(()),
+                };
+            };
+            let keys = self.redis.keys();
+            let run = keys.run(cadence, run_id);
+            let index = keys.index(cadence);
+            self.invalidate(&run);
+            let mut pipe = redis::pipe();
+            let mut script = SAVE_END.prepare_invoke();
+            let used: &Script = match end {
+                RunEnd::Save(record) => {
+                    script
+                        .key(&run.record)
+                        .key(&run.lease)
+                        .arg(lease.token)
+                        .arg(record.to_json())
+                        .arg(self.ttl_of(record));
+                    pipe.invoke_script(&script)
+                        .cmd("ZADD")
+                        .arg(&index)
+                        .arg(unix_millis(SystemTime::now()))
+                        .arg(run_id)
+                        .ignore();
+                    &SAVE_END
+                }
+                RunEnd::Clear => {
+                    script = CLEAR.prepare_invoke();
+                    script.key(&run.record).key(&run.lease).arg(lease.token);
+                    pipe.invoke_script(&script)
+                        .cmd("ZREM")
+                        .arg(&index)
+                        .arg(run_id)
+                        .ignore();
+                    &CLEAR
+                }
+                _ => {
+                    script = RELEASE.prepare_invoke();
+                    script.key(&run.lease).arg(lease.token);
+                    pipe.invoke_script(&script);
+                    &RELEASE
+                }
+            };
+            if !matches!(end, RunEnd::Keep) {
+                pipe.cmd("PEXPIRE")
+                    .arg(&index)
+                    .arg(self.index_ttl_ms())
+                    .ignore();
+            }
+            let mut conn = self.redis.connection();
+            let (done,): (i64,) = self
+                .redis
+                .run(
+                    || format!("ending the checkpoint of run '{run_id}' of '{cadence}'"),
+                    Self::query_scripted(&mut conn, &pipe, &[used]),
+                )
+                .await?;
+            if matches!(end, RunEnd::Keep) {
+                // A stale release does nothing (REDIS-3), as in `release_lease`.
+                self.forget(&run, lease.token);
+                return Ok(());
+            }
+            match done {
+                1 => {
+                    self.forget(&run, lease.token);
+                    Ok(())
+                }
+                _ => {
+                    if matches!(end, RunEnd::Clear) {
+                        // The rejected clear's pipelined ZREM removed the entry of the new
+                        // holder's record: put it back (best effort; `list` prunes it if
+                        // that record is gone).
+                        let _ = self
+                            .redis
+                            .run(|| format!("re-indexing run '{run_id}'"), async {
+                                redis::cmd("ZADD")
+                                    .arg(&index)
+                                    .arg(unix_millis(SystemTime::now()))
+                                    .arg(run_id)
+                                    .query_async::<()>(&mut conn)
+                                    .await
+                            })
+                            .await;
+                    }
+                    Err(self.lease_lost(lease))
+                }
+            }
         })
     }
 

@@ -63,10 +63,11 @@ async fn keys_share_a_hash_tag_and_every_key_has_a_ttl() {
     let mut r = record("checkout", "order-1", 1);
     r.fence = lease.token;
     store.save(&r, Some(&lease)).await.unwrap();
-    for key in [rec.clone(), index.clone()] {
-        let t = ttl(key.clone()).await;
-        assert!(t > week - 60_000 && t <= week, "{key}: {t}");
-    }
+    let t = ttl(rec.clone()).await;
+    assert!(t > week - 60_000 && t <= week, "{rec}: {t}");
+    // The index outlives its records by the 1 s its update times may lag.
+    let t = ttl(index.clone()).await;
+    assert!(t > week - 60_000 && t <= week + 1_000, "{index}: {t}");
     store
         .renew_lease(&lease, Duration::from_secs(60))
         .await
