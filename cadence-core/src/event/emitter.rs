@@ -7,6 +7,21 @@
 //! listeners run inline on a snapshot of the listener table, and the event is offered to the
 //! bounded queue with `try_send`, never waiting: a full queue drops it and counts it.
 //!
+//! What a thread keeps to make that cheap (see [`Local`]), so that delivering an event to a sync
+//! listener takes no lock, no allocation and no atomic read-modify-write on a line other runs
+//! share:
+//!
+//! - the event handed to sync listeners is reused from one occurrence to the next: its run id,
+//!   parent run id and cadence (`Arc<str>`s) are replaced only when they change (compared by
+//!   content), its kind is dropped right after delivery;
+//! - note and measure paths become `Arc<str>`s through a map keyed by the path's address and
+//!   length (the engine's paths stay at one address for a cadence's lifetime), confirmed by
+//!   comparing the text, so a reused address is never taken for another path;
+//! - the last few listener tables used, checked against the emitter's current table id (one
+//!   atomic load). A thread may so keep a removed listener (or the listeners of a dropped
+//!   emitter) alive, never calling it again, until it next delivers an event for an emitter
+//!   whose table it no longer has room for, or exits. Sinks and async listeners are not kept.
+//!
 //! Off the path, a dispatcher task (spawned on the current tokio runtime the first time it is
 //! needed, or by [`EventEmitter::start`]) receives queued events and runs async listeners,
 //! then sinks, then broadcast subscribers, one event at a time, in queue order. It flushes
@@ -147,10 +162,19 @@ struct Registry {
     broadcast: bool,
 }
 
+/// The sync listeners of each kind, in dispatch order.
+type SyncTable = [Box<[Entry<SyncFn>]>; SLOTS];
+
+/// Hands out [`Table::id`]s (from 1; never reused, so a thread's cached table is never taken
+/// for another emitter's).
+static NEXT_TABLE: AtomicU64 = AtomicU64::new(1);
+
 /// The listeners of each kind in dispatch order (exact, prefix, `*`; registration order
 /// within each), rebuilt on every registration change and read through a snapshot.
 struct Table {
-    sync: [Box<[Entry<SyncFn>]>; SLOTS],
+    id: u64,
+    /// Shared with the threads that cache it (see [`Local`]).
+    sync: Arc<SyncTable>,
     asyncs: [Box<[Entry<AsyncFn>]>; SLOTS],
     sinks: Box<[(ListenerId, Arc<dyn Sink>)]>,
     broadcast: bool,
@@ -188,7 +212,8 @@ impl Table {
             })
         }
         Table {
-            sync: per_kind(&reg.sync),
+            id: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
+            sync: Arc::new(per_kind(&reg.sync)),
             asyncs: per_kind(&reg.asyncs),
             sinks: reg.sinks.clone().into_boxed_slice(),
             broadcast: reg.broadcast,
@@ -233,6 +258,8 @@ enum Msg {
 struct Shared {
     /// See [`Table::interest`].
     interest: AtomicU64,
+    /// The current table's [`Table::id`].
+    table_id: AtomicU64,
     table: RwLock<Arc<Table>>,
     registry: Mutex<Registry>,
     /// Every event dropped so far (queue full, or a subscriber lagging).
@@ -343,7 +370,9 @@ impl Shared {
     fn rebuild(&self, reg: &Registry) {
         let table = Table::build(reg);
         let interest = table.interest();
+        let id = table.id;
         *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        self.table_id.store(id, Ordering::Release);
         self.interest.store(interest, Ordering::Release);
     }
 
@@ -379,6 +408,7 @@ impl EventEmitter {
         let table = Table::build(&reg);
         let shared = Arc::new(Shared {
             interest: AtomicU64::new(table.interest()),
+            table_id: AtomicU64::new(table.id),
             table: RwLock::new(Arc::new(table)),
             registry: Mutex::new(reg),
             dropped: AtomicU64::new(0),
@@ -611,23 +641,97 @@ impl EventEmitter {
 
     /// Builds the event of an occurrence of kind `k` and delivers it, if anyone wants it.
     #[inline(always)]
-    fn occur(&self, cx: &HookContext<'_>, k: usize, build: impl FnOnce() -> EventKind) {
+    fn occur<B>(&self, cx: &HookContext<'_>, k: usize, build: B)
+    where
+        B: FnOnce(&mut Strings<'_>) -> EventKind,
+    {
         if self.wants(k) {
-            self.occur_slow(cx, k, build());
+            self.occur_slow(cx, k, build);
         }
     }
 
     #[inline(never)]
-    fn occur_slow(&self, cx: &HookContext<'_>, k: usize, kind: EventKind) {
-        let event = Event {
-            run_id: recent(RUN_ID, cx.run_id()),
-            parent_run_id: cx.parent_run_id().map(|p| recent(PARENT, p)),
-            cadence: recent(CADENCE, cx.cadence()),
-            seq: cx.seq(),
-            at: micros(cx.at()),
-            kind,
+    fn occur_slow<B>(&self, cx: &HookContext<'_>, k: usize, build: B)
+    where
+        B: FnOnce(&mut Strings<'_>) -> EventKind,
+    {
+        let mut build = Some(build);
+        let _ = LOCAL.try_with(|local| {
+            if let Ok(mut local) = local.try_borrow_mut()
+                && let Some(build) = build.take()
+            {
+                self.deliver_local(&mut local, cx, k, build);
+            }
+        });
+        if let Some(build) = build {
+            // A listener's own events (this thread's event is in use), or a thread being torn
+            // down: an event of its own.
+            let event = Event {
+                run_id: cx.run_id().into(),
+                parent_run_id: cx.parent_run_id().map(Into::into),
+                cadence: cx.cadence().into(),
+                seq: cx.seq(),
+                at: micros(cx.at()),
+                kind: build(&mut Strings(None)),
+            };
+            self.deliver(k, event);
+        }
+    }
+
+    /// Delivers an occurrence through this thread's reused event (see the module docs).
+    #[inline(always)]
+    fn deliver_local<B>(&self, local: &mut Local, cx: &HookContext<'_>, k: usize, build: B)
+    where
+        B: FnOnce(&mut Strings<'_>) -> EventKind,
+    {
+        debug_assert_ne!(k, UNKNOWN, "hook occurrences are of known kinds");
+        let Local {
+            event,
+            tables,
+            strings,
+        } = local;
+        let event = event.get_or_insert_with(Local::blank_event);
+        // Replacing the kind drops the previous occurrence's.
+        event.kind = build(&mut Strings(Some(strings)));
+        set_str(&mut event.run_id, cx.run_id());
+        match (cx.parent_run_id(), &mut event.parent_run_id) {
+            (None, parent) => *parent = None,
+            (Some(p), Some(parent)) if same_text(parent, p) => {}
+            (Some(p), parent) => *parent = Some(p.into()),
+        }
+        set_str(&mut event.cadence, cx.cadence());
+        event.seq = cx.seq();
+        event.at = micros(cx.at());
+        let interest = self.inner.shared.interest.load(Ordering::Acquire);
+        if interest & sync_bit(k) != 0 {
+            for e in self.sync_table(tables)[k].iter() {
+                call_sync(e, event);
+            }
+        }
+        if interest & queue_bit(k) != 0 {
+            self.enqueue(event.clone());
+        }
+        if event.kind.score().is_some() {
+            // Keep no score past its occurrence.
+            event.kind = BLANK_KIND;
+        }
+    }
+
+    /// The current sync listeners, from this thread's cache when it has them.
+    fn sync_table<'l>(&self, cache: &'l mut TableCache) -> &'l SyncTable {
+        let shared = &self.inner.shared;
+        let id = shared.table_id.load(Ordering::Acquire);
+        let i = match cache.slots.iter().position(|s| s.0 == id) {
+            Some(i) => i,
+            None => {
+                let table = shared.table();
+                let i = cache.next;
+                cache.next = (i + 1) % TABLE_SLOTS;
+                cache.slots[i] = (table.id, table.sync.clone());
+                i
+            }
         };
-        self.deliver(k, event);
+        &cache.slots[i].1
     }
 
     fn deliver(&self, k: usize, event: Event) {
@@ -736,7 +840,7 @@ impl EventEmitter {
             RunOutcome::Stopped { .. } => kind::CADENCE_STOPPED,
             RunOutcome::Cancelled => kind::CADENCE_CANCELLED,
         };
-        self.occur(cx, k, || {
+        self.occur(cx, k, |strings: &mut Strings<'_>| {
             let duration = micros_dur(duration);
             let score = score.and_then(render_score);
             match *outcome {
@@ -757,7 +861,7 @@ impl EventEmitter {
                 },
                 RunOutcome::Stopped { path, reason } => EventKind::CadenceStopped {
                     duration,
-                    path: path.into(),
+                    path: strings.get(path),
                     reason: reason.map(str::to_owned),
                     score,
                 },
@@ -820,35 +924,158 @@ fn sink_failed(sink: &dyn Sink, what: &str, event: Option<&Event>, msg: &dyn fmt
     );
 }
 
-// ---------------------------------------------------------------------- recent strings
+// ---------------------------------------------------------------------- per-thread state
 
-const RUN_ID: usize = 0;
-const PARENT: usize = 1;
-const CADENCE: usize = 2;
+/// How many listener tables a thread keeps (emitters it delivers for in turn).
+const TABLE_SLOTS: usize = 4;
 
-thread_local! {
-    /// The last run id, parent run id and cadence name this thread put in an event: runs emit
-    /// many events, and sharing one `Arc<str>` saves an allocation per event and field.
-    static RECENT: RefCell<[Option<Arc<str>>; 3]> = const { RefCell::new([None, None, None]) };
+/// How many path strings a thread keeps (a power of two): see [`PathCache`].
+const PATHS: usize = 2048;
+
+/// The kind a thread's event holds between occurrences (owns nothing).
+const BLANK_KIND: EventKind = EventKind::EventsDropped { count: 0 };
+
+/// A thread's recently used listener tables, by [`Table::id`].
+struct TableCache {
+    slots: [(u64, Arc<SyncTable>); TABLE_SLOTS],
+    /// The slot to replace next.
+    next: usize,
 }
 
-/// `s` as an `Arc<str>`, shared with the previous event of this thread when equal.
-fn recent(slot: usize, s: &str) -> Arc<str> {
-    RECENT
-        .try_with(|r| {
-            let Ok(mut r) = r.try_borrow_mut() else {
-                return Arc::from(s);
-            };
-            match &r[slot] {
-                Some(a) if **a == *s => a.clone(),
-                _ => {
-                    let a: Arc<str> = Arc::from(s);
-                    r[slot] = Some(a.clone());
-                    a
+/// What a thread keeps so that delivering to sync listeners is cheap (see the module docs).
+struct Local {
+    /// The event handed to sync listeners, reused (`None` until the first one).
+    event: Option<Event>,
+    tables: TableCache,
+    strings: PathCache,
+}
+
+impl Local {
+    fn new() -> Self {
+        let empty: Arc<SyncTable> = Arc::new(std::array::from_fn(|_| Box::default()));
+        Local {
+            event: None,
+            tables: TableCache {
+                // Id 0 is never a table's: these slots never match.
+                slots: std::array::from_fn(|_| (0, empty.clone())),
+                next: 0,
+            },
+            strings: PathCache::default(),
+        }
+    }
+
+    fn blank_event() -> Event {
+        Event {
+            run_id: "".into(),
+            parent_run_id: None,
+            cadence: "".into(),
+            seq: 0,
+            at: SystemTime::UNIX_EPOCH,
+            kind: BLANK_KIND,
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::new());
+}
+
+/// Turns the paths of an occurrence into `Arc<str>`s: through this thread's cache when it is
+/// available, else by allocating.
+struct Strings<'a>(Option<&'a mut PathCache>);
+
+impl Strings<'_> {
+    #[inline]
+    fn get(&mut self, s: &str) -> Arc<str> {
+        match &mut self.0 {
+            Some(cache) => cache.get(s),
+            None => Arc::from(s),
+        }
+    }
+}
+
+/// Paths as `Arc<str>`s, by the address and length of the text they were made from: the
+/// engine's paths and names stay at one address for a cadence's lifetime, so an event reuses
+/// the `Arc` of the previous event with the same path instead of allocating. A hit is confirmed
+/// by comparing the text, so a reused address is never taken for another path.
+///
+/// Two-way set associative, [`PATHS`] entries, allocated on first use: a lookup is one
+/// multiply, two compares and the text comparison; a miss allocates and replaces the older
+/// entry of its set.
+#[derive(Default)]
+struct PathCache {
+    /// `(address, length, text)`; entries `2i` and `2i + 1` form set `i`.
+    slots: Vec<(usize, usize, Option<Arc<str>>)>,
+    /// Per set, which way to replace next.
+    older: Vec<u8>,
+}
+
+impl PathCache {
+    #[inline]
+    fn get(&mut self, s: &str) -> Arc<str> {
+        let (addr, len) = (s.as_ptr().addr(), s.len());
+        let set = Self::set_of(addr, len);
+        if let Some(pair) = self.slots.get(2 * set..2 * set + 2) {
+            for (a, l, text) in pair {
+                if let Some(text) = text
+                    && (*a, *l) == (addr, len)
+                    && same_text(text, s)
+                {
+                    return text.clone();
                 }
             }
-        })
-        .unwrap_or_else(|_| Arc::from(s))
+        }
+        self.miss(set, addr, len, s)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn miss(&mut self, set: usize, addr: usize, len: usize, s: &str) -> Arc<str> {
+        if self.slots.is_empty() {
+            self.slots = vec![(0, 0, None); PATHS];
+            self.older = vec![0; PATHS / 2];
+        }
+        let way = usize::from(self.older[set]);
+        self.older[set] ^= 1;
+        let text: Arc<str> = Arc::from(s);
+        self.slots[2 * set + way] = (addr, len, Some(text.clone()));
+        text
+    }
+
+    #[inline]
+    fn set_of(addr: usize, len: usize) -> usize {
+        let h = (addr as u64 ^ (len as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - (PATHS / 2).trailing_zeros())) as usize
+    }
+}
+
+/// Replaces `slot` with `s` unless it already holds that text.
+#[inline(always)]
+fn set_str(slot: &mut Arc<str>, s: &str) {
+    if !same_text(slot, s) {
+        *slot = Arc::from(s);
+    }
+}
+
+/// `a == b`: up to 16 bytes inline (two words, overlapping when shorter), `memcmp` beyond.
+#[inline(always)]
+fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let w4 = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes"));
+    if n > 16 {
+        a == b
+    } else if n >= 8 {
+        w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8)
+    } else if n >= 4 {
+        w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4)
+    } else {
+        a == b
+    }
 }
 
 // ---------------------------------------------------------------------- dispatcher
@@ -996,9 +1223,11 @@ async fn flush_sinks(shared: &Shared) {
 
 impl<S> Hook<S> for EventEmitter {
     fn on_cadence_start(&self, cx: &HookContext<'_>, _score: &S) {
-        self.occur(cx, kind::CADENCE_STARTED, || EventKind::CadenceStarted {
-            resumed: cx.resumed(),
-            replayed: cx.replayed(),
+        self.occur(cx, kind::CADENCE_STARTED, |_: &mut Strings<'_>| {
+            EventKind::CadenceStarted {
+                resumed: cx.resumed(),
+                replayed: cx.replayed(),
+            }
         });
     }
 
@@ -1013,9 +1242,11 @@ impl<S> Hook<S> for EventEmitter {
     }
 
     fn on_measure_start(&self, cx: &HookContext<'_>, path: &str, kind: MeasureKind) {
-        self.occur(cx, kind::MEASURE_STARTED, || EventKind::MeasureStarted {
-            path: path.into(),
-            kind,
+        self.occur(cx, kind::MEASURE_STARTED, |strings: &mut Strings<'_>| {
+            EventKind::MeasureStarted {
+                path: strings.get(path),
+                kind,
+            }
         });
     }
 
@@ -1026,7 +1257,7 @@ impl<S> Hook<S> for EventEmitter {
         duration: Duration,
         outcome: &MeasureOutcome<'_>,
     ) {
-        self.occur(cx, kind::MEASURE_FINISHED, || {
+        self.occur(cx, kind::MEASURE_FINISHED, |strings: &mut Strings<'_>| {
             let (outcome, error) = match outcome {
                 MeasureOutcome::Succeeded => (MeasureStatus::Succeeded, None),
                 MeasureOutcome::Stopped => (MeasureStatus::Stopped, None),
@@ -1034,7 +1265,7 @@ impl<S> Hook<S> for EventEmitter {
                 MeasureOutcome::Cancelled => (MeasureStatus::Cancelled, None),
             };
             EventKind::MeasureFinished {
-                path: path.into(),
+                path: strings.get(path),
                 duration: micros_dur(duration),
                 outcome,
                 error,
@@ -1043,9 +1274,11 @@ impl<S> Hook<S> for EventEmitter {
     }
 
     fn on_note_start(&self, cx: &HookContext<'_>, path: &str, attempt: u32, _score: &S) {
-        self.occur(cx, kind::NOTE_STARTED, || EventKind::NoteStarted {
-            path: path.into(),
-            attempt,
+        self.occur(cx, kind::NOTE_STARTED, |strings: &mut Strings<'_>| {
+            EventKind::NoteStarted {
+                path: strings.get(path),
+                attempt,
+            }
         });
     }
 
@@ -1061,24 +1294,32 @@ impl<S> Hook<S> for EventEmitter {
         let duration = micros_dur(duration);
         match *outcome {
             NoteOutcome::Succeeded | NoteOutcome::Stopped => {
-                self.occur(cx, kind::NOTE_COMPLETED, || EventKind::NoteCompleted {
-                    path: path.into(),
-                    attempt,
-                    duration,
-                    stopped: matches!(outcome, NoteOutcome::Stopped),
+                self.occur(cx, kind::NOTE_COMPLETED, |strings: &mut Strings<'_>| {
+                    EventKind::NoteCompleted {
+                        path: strings.get(path),
+                        attempt,
+                        duration,
+                        stopped: matches!(outcome, NoteOutcome::Stopped),
+                    }
                 })
             }
-            NoteOutcome::Failed(e) => self.occur(cx, kind::NOTE_FAILED, || EventKind::NoteFailed {
-                path: path.into(),
-                attempt,
-                duration,
-                error: e.into(),
-            }),
+            NoteOutcome::Failed(e) => {
+                self.occur(cx, kind::NOTE_FAILED, |strings: &mut Strings<'_>| {
+                    EventKind::NoteFailed {
+                        path: strings.get(path),
+                        attempt,
+                        duration,
+                        error: e.into(),
+                    }
+                })
+            }
             NoteOutcome::Cancelled => {
-                self.occur(cx, kind::NOTE_CANCELLED, || EventKind::NoteCancelled {
-                    path: path.into(),
-                    attempt,
-                    duration,
+                self.occur(cx, kind::NOTE_CANCELLED, |strings: &mut Strings<'_>| {
+                    EventKind::NoteCancelled {
+                        path: strings.get(path),
+                        attempt,
+                        duration,
+                    }
                 })
             }
             // `note.retrying` reports the failed attempt (EVT-2).
@@ -1094,18 +1335,20 @@ impl<S> Hook<S> for EventEmitter {
         delay: Duration,
         error: &CadenceError,
     ) {
-        self.occur(cx, kind::NOTE_RETRYING, || EventKind::NoteRetrying {
-            path: path.into(),
-            attempt,
-            delay: micros_dur(delay),
-            error: error.into(),
+        self.occur(cx, kind::NOTE_RETRYING, |strings: &mut Strings<'_>| {
+            EventKind::NoteRetrying {
+                path: strings.get(path),
+                attempt,
+                delay: micros_dur(delay),
+                error: error.into(),
+            }
         });
     }
 
     fn on_fallback(&self, cx: &HookContext<'_>, path: &str, error: &CadenceError) {
-        self.occur(cx, kind::NOTE_FALLBACK_USED, || {
+        self.occur(cx, kind::NOTE_FALLBACK_USED, |strings: &mut Strings<'_>| {
             EventKind::NoteFallbackUsed {
-                path: path.into(),
+                path: strings.get(path),
                 error: error.into(),
             }
         });
@@ -1118,30 +1361,34 @@ impl<S> Hook<S> for EventEmitter {
         from: CircuitState,
         to: CircuitState,
     ) {
-        self.occur(cx, kind::CIRCUIT_STATE_CHANGED, || {
-            EventKind::CircuitStateChanged {
-                circuit: circuit.into(),
+        self.occur(
+            cx,
+            kind::CIRCUIT_STATE_CHANGED,
+            |strings: &mut Strings<'_>| EventKind::CircuitStateChanged {
+                circuit: strings.get(circuit),
                 from,
                 to,
-            }
-        });
+            },
+        );
     }
 
     fn on_checkpoint_loaded(&self, cx: &HookContext<'_>, completed: usize, forced: bool) {
-        self.occur(cx, kind::CHECKPOINT_LOADED, || {
+        self.occur(cx, kind::CHECKPOINT_LOADED, |_: &mut Strings<'_>| {
             EventKind::CheckpointLoaded { completed, forced }
         });
     }
 
     fn on_checkpoint_saved(&self, cx: &HookContext<'_>, path: &str, completed: usize) {
-        self.occur(cx, kind::CHECKPOINT_SAVED, || EventKind::CheckpointSaved {
-            path: path.into(),
-            completed,
+        self.occur(cx, kind::CHECKPOINT_SAVED, |strings: &mut Strings<'_>| {
+            EventKind::CheckpointSaved {
+                path: strings.get(path),
+                completed,
+            }
         });
     }
 
     fn on_checkpoint_error(&self, cx: &HookContext<'_>, error: &CadenceError) {
-        self.occur(cx, kind::CHECKPOINT_FAILED, || {
+        self.occur(cx, kind::CHECKPOINT_FAILED, |_: &mut Strings<'_>| {
             EventKind::CheckpointFailed {
                 error: error.into(),
             }
@@ -1149,17 +1396,21 @@ impl<S> Hook<S> for EventEmitter {
     }
 
     fn on_note_skipped(&self, cx: &HookContext<'_>, path: &str, reason: SkipReason) {
-        self.occur(cx, kind::NOTE_SKIPPED, || EventKind::NoteSkipped {
-            path: path.into(),
-            reason,
+        self.occur(cx, kind::NOTE_SKIPPED, |strings: &mut Strings<'_>| {
+            EventKind::NoteSkipped {
+                path: strings.get(path),
+                reason,
+            }
         });
     }
 
     fn on_branch_taken(&self, cx: &HookContext<'_>, path: &str, branch: &str, key: &str) {
-        self.occur(cx, kind::BRANCH_TAKEN, || EventKind::BranchTaken {
-            path: path.into(),
-            branch: branch.to_owned(),
-            key: key.to_owned(),
+        self.occur(cx, kind::BRANCH_TAKEN, |strings: &mut Strings<'_>| {
+            EventKind::BranchTaken {
+                path: strings.get(path),
+                branch: branch.to_owned(),
+                key: key.to_owned(),
+            }
         });
     }
 }
@@ -1330,11 +1581,69 @@ mod tests {
     }
 
     #[test]
-    fn recent_strings_are_shared() {
-        let a = recent(RUN_ID, "run-1");
-        let b = recent(RUN_ID, "run-1");
+    fn paths_are_shared_by_address_and_confirmed_by_content() {
+        let mut cache = PathCache::default();
+        let mut buf = String::from("enrich/profile");
+        let a = cache.get(&buf);
+        let b = cache.get(&buf);
         assert!(Arc::ptr_eq(&a, &b));
-        let c = recent(RUN_ID, "run-2");
-        assert_eq!(&*c, "run-2");
+        // Same address and length, other text: not taken for the old path.
+        buf.replace_range(.., "enrich/prefers");
+        let c = cache.get(&buf);
+        assert_eq!(&*c, "enrich/prefers");
+        assert_eq!(&*a, "enrich/profile");
+        // Same text elsewhere: equal, whether shared or not.
+        assert_eq!(&*cache.get("enrich/profile"), "enrich/profile");
+        // More paths than the cache holds: still right, whatever it keeps.
+        let many: Vec<String> = (0..3 * PATHS).map(|i| format!("p/{i}")).collect();
+        for _ in 0..2 {
+            for p in &many {
+                assert_eq!(&*cache.get(p), p.as_str());
+            }
+        }
+        for (a, b) in [
+            ("", ""),
+            ("abc", "abc"),
+            ("abcdefgh", "abcdefgh"),
+            (
+                "0195b3c2-aaaa-7bbb-8ccc-123456789abc",
+                "0195b3c2-aaaa-7bbb-8ccc-123456789abc",
+            ),
+        ] {
+            assert!(same_text(a, b));
+        }
+        for (a, b) in [
+            ("abc", "abd"),
+            ("abcde", "abxde"),
+            ("abcdefghij", "abcdefghix"),
+            ("run-1", "run-10"),
+            (
+                "0195b3c2-aaaa-7bbb-8ccc-123456789abc",
+                "0195b3c2-aaaa-7bbb-8ccd-123456789abc",
+            ),
+        ] {
+            assert!(!same_text(a, b));
+        }
+    }
+
+    #[test]
+    fn a_thread_picks_up_a_new_table() {
+        use std::sync::atomic::AtomicUsize;
+        let e = EventEmitter::new();
+        let (first, second) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let n = first.clone();
+        let id = e.on("note.started", move |_: &Event| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        let cx = HookContext::new("r", "c", 0);
+        Hook::<()>::on_note_start(&e, &cx, "a", 1, &());
+        assert!(e.off(id));
+        let n = second.clone();
+        e.on("note.started", move |_: &Event| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        Hook::<()>::on_note_start(&e, &cx, "a", 1, &());
+        assert_eq!(first.load(Ordering::Relaxed), 1);
+        assert_eq!(second.load(Ordering::Relaxed), 1);
     }
 }

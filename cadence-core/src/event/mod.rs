@@ -674,10 +674,13 @@ impl MeasureStatus {
 }
 
 /// `t` truncated to the microsecond (the precision of the serialized form).
+#[inline]
 pub(crate) fn micros(t: SystemTime) -> SystemTime {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => t - Duration::from_nanos(u64::from(d.subsec_nanos() % 1_000)),
-        Err(_) => t,
+        Ok(d) if d.subsec_nanos() % 1_000 != 0 => {
+            UNIX_EPOCH + Duration::new(d.as_secs(), d.subsec_micros() * 1_000)
+        }
+        _ => t,
     }
 }
 
