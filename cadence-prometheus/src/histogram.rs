@@ -22,9 +22,11 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily};
 
 /// The counters of one series: `[sum in ns, bucket 0, …, bucket n-1, +Inf bucket]`, each
-/// bucket counting the observations that fell in it (not cumulative).
+/// bucket counting the observations that fell in it (not cumulative). One allocation, the
+/// counters right after the reference counts; clones share it.
+#[derive(Clone)]
 pub(crate) struct Series {
-    cells: Box<[AtomicU64]>,
+    cells: Arc<[AtomicU64]>,
 }
 
 impl Series {
@@ -69,7 +71,7 @@ pub(crate) struct DurationFamily {
     /// Upper bounds in seconds, finite and strictly increasing (`+Inf` implicit).
     bounds: Box<[f64]>,
     /// Every series, by label values (for `collect`; the hot path holds its own handles).
-    series: Mutex<HashMap<Box<[String]>, Arc<Series>>>,
+    series: Mutex<HashMap<Box<[String]>, Series>>,
 }
 
 impl DurationFamily {
@@ -102,13 +104,13 @@ impl DurationFamily {
 
     /// The series of `values` (one per variable label, in order), created on first use.
     /// Takes a lock: call it once per series and keep the handle.
-    pub(crate) fn series(&self, values: &[&str]) -> Arc<Series> {
+    pub(crate) fn series(&self, values: &[&str]) -> Series {
         debug_assert_eq!(values.len(), self.desc.variable_labels.len());
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let key: Box<[String]> = values.iter().map(|v| (*v).to_owned()).collect();
         series
             .entry(key)
-            .or_insert_with(|| Arc::new(Series::new(self.bounds.len())))
+            .or_insert_with(|| Series::new(self.bounds.len()))
             .clone()
     }
 
@@ -206,7 +208,7 @@ mod tests {
         let f = family();
         let a = f.series(&["x", "y"]);
         let b = f.series(&["x", "y"]);
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a.cells, &b.cells));
         f.series(&["x", "z"]).observe(f.bounds(), Duration::ZERO);
         let mf = f.collect();
         assert_eq!(mf[0].get_metric().len(), 2);

@@ -167,7 +167,7 @@ impl CadenceEntry {
 /// and fallback counters are created when they first happen.
 #[derive(Default)]
 struct NoteEntry {
-    durations: [OnceLock<Arc<Series>>; 5],
+    durations: [OnceLock<Series>; 5],
     retries: OnceLock<IntCounter>,
     fallbacks: OnceLock<IntCounter>,
 }
