@@ -775,6 +775,131 @@ async fn evt5_one_emitter_is_a_hook_for_every_score_type() {
     assert_eq!(cadences, ["bytes", "text"]);
 }
 
+#[test]
+fn evt5_interleaved_runs_on_one_thread_each_get_their_own_envelope_and_path() {
+    // Sync listeners see an event the emitter reuses per thread: every field must still be
+    // the occurrence's own, also when a run id or path reuses a freed string's address.
+    let emitter = EventEmitter::new();
+    let seen = collect(&emitter, "note.*");
+    let mut expected = Vec::new();
+    let paths: Vec<String> = (0..4).map(|i| format!("group/n{i}")).collect();
+    let mut seq = 0;
+    for round in 0..3 {
+        // Same length every round; dropped and reallocated, so likely at the same address.
+        let runs = [format!("run-a-{round}"), format!("run-b-{round}")];
+        for p in &paths {
+            for (i, run) in runs.iter().enumerate() {
+                let cadence = if i == 0 { "alpha" } else { "beta" };
+                let parent = format!("parent-{round}");
+                let cx = HookContext::new(run, cadence, seq);
+                let cx = if i == 1 {
+                    cx.with_parent(&parent, &parent)
+                } else {
+                    cx
+                };
+                Hook::<()>::on_note_start(&emitter, &cx, p, 1, &());
+                let parent = (i == 1).then(|| parent.clone());
+                expected.push((run.clone(), parent, cadence.to_owned(), seq, p.clone()));
+                seq += 1;
+            }
+        }
+        drop(runs);
+    }
+    // A reused address with other text: the path is not taken for the old one.
+    let mut buf = String::from("group/n0");
+    let cx = HookContext::new("run-z", "alpha", seq);
+    Hook::<()>::on_note_start(&emitter, &cx, &buf, 1, &());
+    expected.push(("run-z".into(), None, "alpha".into(), seq, buf.clone()));
+    buf.replace_range(.., "group/nX");
+    let cx = HookContext::new("run-z", "alpha", seq + 1);
+    Hook::<()>::on_note_start(&emitter, &cx, &buf, 1, &());
+    expected.push(("run-z".into(), None, "alpha".into(), seq + 1, buf.clone()));
+
+    let got: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.run_id.to_string(),
+                e.parent_run_id.as_deref().map(str::to_owned),
+                e.cadence.to_string(),
+                e.seq,
+                e.path().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn evt5_a_listener_may_cause_events_of_its_own() {
+    // A sync listener that makes another emitter (and this one) deliver events on the same
+    // thread, while this thread's reused event is being delivered.
+    let outer = EventEmitter::new();
+    let inner = EventEmitter::new();
+    let inner_seen = collect(&inner, "*");
+    let outer_seen = collect(&outer, "note.completed");
+    let (i2, o2) = (inner.clone(), outer.clone());
+    outer.on("note.started", move |e: &Event| {
+        let cx = HookContext::new("nested", "inside", e.seq + 100);
+        Hook::<()>::on_note_start(&i2, &cx, "inner/path", 2, &());
+        Hook::<()>::on_note_end(
+            &o2,
+            &cx,
+            "outer/again",
+            1,
+            Duration::from_millis(1),
+            &NoteOutcome::Succeeded,
+            &(),
+        );
+    });
+    let cx = HookContext::new("top", "outside", 1);
+    Hook::<()>::on_note_start(&outer, &cx, "outer/path", 1, &());
+    Hook::<()>::on_note_start(&outer, &cx, "outer/path", 1, &());
+
+    let inner_seen = inner_seen.lock().unwrap();
+    assert_eq!(inner_seen.len(), 2);
+    for e in inner_seen.iter() {
+        assert_eq!((&*e.run_id, &*e.cadence, e.seq), ("nested", "inside", 101));
+        assert_eq!(e.path(), Some("inner/path"));
+    }
+    let outer_seen = outer_seen.lock().unwrap();
+    assert_eq!(outer_seen.len(), 2);
+    assert!(
+        outer_seen
+            .iter()
+            .all(|e| e.path() == Some("outer/again") && &*e.run_id == "nested")
+    );
+}
+
+#[test]
+fn evt5_a_removed_listener_is_never_called_again_on_any_thread() {
+    let emitter = EventEmitter::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let n = calls.clone();
+    let id = emitter.on("note.started", move |_: &Event| {
+        n.fetch_add(1, Ordering::SeqCst);
+    });
+    let fire = |emitter: &EventEmitter| {
+        let cx = HookContext::new("r", "c", 0);
+        Hook::<()>::on_note_start(emitter, &cx, "a", 1, &());
+    };
+    // Two threads deliver (and cache the listener table), then it is removed.
+    fire(&emitter);
+    let e2 = emitter.clone();
+    std::thread::scope(|s| {
+        s.spawn(|| fire(&e2));
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(emitter.off(id));
+    fire(&emitter);
+    std::thread::scope(|s| {
+        s.spawn(|| fire(&e2));
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 // ---------------------------------------------------------------- EVT-6
 
 #[test]
