@@ -770,6 +770,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let r = match &m.body {
                 // Nobody observes the measure: its note on the lean path, inline.
                 MeasureBody::Note(n) if self.is_lean(n) => lean_note!(self, n, score),
+                // Nobody observes the measure and its note has policies: straight to them,
+                // in one allocation.
+                MeasureBody::Note(n) if !n.fast && !self.observe && self.ckpt.is_none() => {
+                    self.exec_note_spanned(n, score, None).await
+                }
                 _ => {
                     // Boxed: observed, checkpointed, spanned and composite measures pay one
                     // allocation so that every run's future stays small (core.mem_per_run).
@@ -1194,9 +1199,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         member: Option<&AtomicU32>,
     ) -> Result<Flow, CadenceError> {
         if !n.fast {
-            let slow: BoxFuture<'_, Result<Flow, CadenceError>> =
-                Box::pin(self.exec_note_spanned(n, score, member));
-            return slow.await;
+            return self.exec_note_spanned(n, score, member).await;
         }
         if self.is_lean(n) {
             return lean_note!(self, n, score);
@@ -1342,19 +1345,25 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     }
 
     /// The slow path of [`exec_note_as`]: policies or a blocking body, in the note's span.
-    async fn exec_note_spanned(
-        &self,
-        n: &CompiledNote<S>,
-        score: &mut S,
-        member: Option<&AtomicU32>,
-    ) -> Result<Flow, CadenceError> {
+    fn exec_note_spanned<'a>(
+        &'a self,
+        n: &'a CompiledNote<S>,
+        score: &'a mut S,
+        member: Option<&'a AtomicU32>,
+    ) -> BoxFuture<'a, Result<Flow, CadenceError>> {
         let span = self.note_span(n);
-        let r = self
-            .exec_note_inner(n, score, member)
-            .instrument(span.clone())
-            .await;
-        record_note_span(&span, &r);
-        r
+        if span.is_disabled() {
+            // No wrapper to move the (large) policy future into: it goes to the heap once.
+            return Box::pin(self.exec_note_inner(n, score, member));
+        }
+        Box::pin(async move {
+            let r = self
+                .exec_note_inner(n, score, member)
+                .instrument(span.clone())
+                .await;
+            record_note_span(&span, &r);
+            r
+        })
     }
 
     async fn exec_note_inner(
@@ -1366,11 +1375,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let r = if n.policies.is_empty() {
             self.run_plain(n, score, member).await
         } else {
-            // Boxed so that the policy machinery (timers, permits) does not grow the future of
-            // every plain note.
-            let policies: BoxFuture<'_, Result<Control, CadenceError>> =
-                Box::pin(self.run_policies(n, score, member));
-            let r = policies.await;
+            // Inline: this future is itself boxed by every caller (`exec_note_as`, `run_body`).
+            let r = self.run_policies(n, score, member).await;
             match (r, &n.policies.fallback) {
                 (Err(e), Some(fb)) if fb.applies(&e) => {
                     let fallback: BoxFuture<'_, Result<Control, CadenceError>> =
@@ -1603,7 +1609,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
 
             // Retry decision (RET-1, RET-2, RET-7, RET-8).
             let retry = p.retry.as_ref();
-            let retryable = !deadline_hit && retry.is_some_and(|r| r.is_retryable(&error));
+            let marker = retry.and_then(|_| crate::retry::marker(&error));
+            let retryable =
+                !deadline_hit && retry.is_some_and(|r| r.is_retryable_marked(&error, &marker));
             let final_error = match retry {
                 Some(r) if retryable && attempt < r.max_attempts => {
                     if r.budget.as_ref().is_some_and(|b| !b.try_withdraw()) {
@@ -1614,11 +1622,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                         );
                         Some(self.exhausted(n, attempt, error))
                     } else {
-                        let delay = r.next_delay(
-                            attempt,
-                            previous_delay,
-                            crate::retry::retry_after_hint(&error),
-                        );
+                        let delay =
+                            r.next_delay(attempt, previous_delay, crate::retry::hint_of(&marker));
                         match deadline {
                             Some((at, _)) if Instant::now() + delay >= at => {
                                 Some(self.deadline_error(n, deadline, Some(error)))

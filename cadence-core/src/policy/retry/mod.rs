@@ -337,12 +337,12 @@ impl Retry {
         out
     }
 
-    /// RET-2: whether `e` may be retried.
-    pub(crate) fn is_retryable(&self, e: &CadenceError) -> bool {
+    /// RET-2: whether `e`, whose first marker is `marker` (see [`marker`]), may be retried.
+    pub(crate) fn is_retryable_marked(&self, e: &CadenceError, marker: &Option<Marker>) -> bool {
         if matches!(
             e,
             CadenceError::Cancelled | CadenceError::CircuitOpen { .. }
-        ) || matches!(marker(e), Some(Marker::Permanent))
+        ) || matches!(marker, Some(Marker::Permanent))
         {
             return false;
         }
@@ -394,13 +394,14 @@ impl Retry {
     }
 }
 
-enum Marker {
+/// The first retry marker of an error's source chain.
+pub(crate) enum Marker {
     Permanent,
     RetryAfter(Duration),
 }
 
 /// The first marker in `e`'s source chain (RET-3: first found wins).
-fn marker(e: &CadenceError) -> Option<Marker> {
+pub(crate) fn marker(e: &CadenceError) -> Option<Marker> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<Permanent>() {
@@ -414,10 +415,11 @@ fn marker(e: &CadenceError) -> Option<Marker> {
     None
 }
 
-/// The hint of a [`RetryAfter`] marker, if it is the first marker in `e`'s chain (RET-3, RET-6).
-pub(crate) fn retry_after_hint(e: &CadenceError) -> Option<Duration> {
-    match marker(e) {
-        Some(Marker::RetryAfter(d)) => Some(d),
+/// The hint of a [`RetryAfter`] marker, if it is the first marker in an error's chain
+/// (RET-3, RET-6).
+pub(crate) fn hint_of(marker: &Option<Marker>) -> Option<Duration> {
+    match marker {
+        Some(Marker::RetryAfter(d)) => Some(*d),
         _ => None,
     }
 }
