@@ -17,10 +17,11 @@
 //! - note and measure paths become `Arc<str>`s through a map keyed by the path's address and
 //!   length (the engine's paths stay at one address for a cadence's lifetime), confirmed by
 //!   comparing the text, so a reused address is never taken for another path;
-//! - the last few listener tables used, checked against the emitter's current table id (one
-//!   atomic load). A thread may so keep a removed listener (or the listeners of a dropped
-//!   emitter) alive, never calling it again, until it next delivers an event for an emitter
-//!   whose table it no longer has room for, or exits. Sinks and async listeners are not kept.
+//! - the sync listener tables of the last few emitters used, checked against the emitter's
+//!   current table id (one atomic load). A removed listener is never called again, but a
+//!   thread that delivered its events keeps it alive until that thread's next event of the
+//!   same emitter; the listeners of a dropped emitter live until the thread needs the slot
+//!   for other emitters ([`TABLE_SLOTS`]) or exits. Sinks and async listeners are not kept.
 //!
 //! Off the path, a dispatcher task (spawned on the current tokio runtime the first time it is
 //! needed, or by [`EventEmitter::start`]) receives queued events and runs async listeners,
@@ -721,17 +722,31 @@ impl EventEmitter {
     fn sync_table<'l>(&self, cache: &'l mut TableCache) -> &'l SyncTable {
         let shared = &self.inner.shared;
         let id = shared.table_id.load(Ordering::Acquire);
-        let i = match cache.slots.iter().position(|s| s.0 == id) {
+        let i = match cache.slots.iter().position(|s| s.table == id) {
             Some(i) => i,
             None => {
                 let table = shared.table();
-                let i = cache.next;
-                cache.next = (i + 1) % TABLE_SLOTS;
-                cache.slots[i] = (table.id, table.sync.clone());
+                // This emitter's previous table, if the thread has it (so a removed listener
+                // is let go now); else the next slot in turn. The address only picks the slot
+                // to replace: a hit is decided by the table id alone.
+                let emitter = Arc::as_ptr(shared).addr();
+                let i = match cache.slots.iter().position(|s| s.emitter == emitter) {
+                    Some(i) => i,
+                    None => {
+                        let i = cache.next;
+                        cache.next = (i + 1) % TABLE_SLOTS;
+                        i
+                    }
+                };
+                cache.slots[i] = CachedTable {
+                    emitter,
+                    table: table.id,
+                    sync: table.sync.clone(),
+                };
                 i
             }
         };
-        &cache.slots[i].1
+        &cache.slots[i].sync
     }
 
     fn deliver(&self, k: usize, event: Event) {
@@ -937,9 +952,18 @@ const BLANK_KIND: EventKind = EventKind::EventsDropped { count: 0 };
 
 /// A thread's recently used listener tables, by [`Table::id`].
 struct TableCache {
-    slots: [(u64, Arc<SyncTable>); TABLE_SLOTS],
+    slots: [CachedTable; TABLE_SLOTS],
     /// The slot to replace next.
     next: usize,
+}
+
+/// One emitter's sync listeners, as a thread last saw them.
+struct CachedTable {
+    /// The address of the emitter's shared state (to replace its own slot on a change).
+    emitter: usize,
+    /// [`Table::id`]: the slot is current while the emitter's table id is this.
+    table: u64,
+    sync: Arc<SyncTable>,
 }
 
 /// What a thread keeps so that delivering to sync listeners is cheap (see the module docs).
@@ -957,7 +981,11 @@ impl Local {
             event: None,
             tables: TableCache {
                 // Id 0 is never a table's: these slots never match.
-                slots: std::array::from_fn(|_| (0, empty.clone())),
+                slots: std::array::from_fn(|_| CachedTable {
+                    emitter: 0,
+                    table: 0,
+                    sync: empty.clone(),
+                }),
                 next: 0,
             },
             strings: PathCache::default(),
@@ -1645,5 +1673,7 @@ mod tests {
         Hook::<()>::on_note_start(&e, &cx, "a", 1, &());
         assert_eq!(first.load(Ordering::Relaxed), 1);
         assert_eq!(second.load(Ordering::Relaxed), 1);
+        // The removed listener is let go by this thread's next event of the emitter.
+        assert_eq!(Arc::strong_count(&first), 1);
     }
 }
