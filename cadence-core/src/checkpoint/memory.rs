@@ -9,16 +9,128 @@ use tokio::time::Instant;
 use super::{CheckpointStore, Lease, Record, RunEnd, RunSummary, StoreFuture};
 use crate::error::{CadenceError, CheckpointErrorKind};
 
-/// One stored run: the record as bytes (so readers never share state with writers, and a
-/// corrupt record can be planted by tests), the fence counter and the current lease.
+/// One stored run: a copy of its record (readers never share state with writers), the fence
+/// counter and the current lease.
 #[derive(Default)]
 struct Slot {
-    bytes: Option<Vec<u8>>,
+    bytes: Option<Stored>,
     fence: u64,
     lease: Option<(u64, Instant)>,
 }
 
-/// An in-process store (CKP-11): records are copied in and out (as JSON bytes), leases and
+/// What a slot holds: a copy of the last saved record, or bytes planted with
+/// [`MemoryStore::put_raw`] (decoded on load, as any store decodes what it reads).
+enum Stored {
+    Kept(Box<Kept>),
+    Bytes(Vec<u8>),
+}
+
+/// A copy of a saved record in buffers that the run's next save overwrites in place: once a
+/// run's paths are known, a save copies without allocating (CKP-11 "records copied").
+struct Kept {
+    /// Every field but the score (whose field holds `null`).
+    record: Record,
+    /// The score's JSON text.
+    score: String,
+}
+
+impl Kept {
+    fn new(r: &Record) -> Box<Kept> {
+        let mut record = r.clone();
+        record.score = super::raw_json(&serde_json::Value::Null);
+        Box::new(Kept {
+            record,
+            score: r.score.get().to_owned(),
+        })
+    }
+
+    /// Overwrites the copy with `r`, reusing its buffers.
+    fn update(&mut self, r: &Record) {
+        // Destructured so that a new field of Record cannot be forgotten here.
+        let Record {
+            version,
+            cadence,
+            run_id,
+            fingerprint,
+            status,
+            completed,
+            members,
+            score,
+            attempts,
+            trace,
+            fence,
+            created_at,
+            updated_at,
+            expires_at,
+        } = r;
+        let k = &mut self.record;
+        k.version = *version;
+        k.cadence.clone_from(cadence);
+        k.run_id.clone_from(run_id);
+        k.fingerprint.clone_from(fingerprint);
+        k.status = *status;
+        k.completed.clone_from(completed);
+        if !(k.members.is_empty() && members.is_empty()) {
+            k.members = members.clone();
+        }
+        for (path, n) in attempts {
+            match k.attempts.get_mut(path) {
+                Some(v) => *v = *n,
+                None => {
+                    k.attempts.insert(path.clone(), *n);
+                }
+            }
+        }
+        if k.attempts.len() != attempts.len() {
+            k.attempts.retain(|path, _| attempts.contains_key(path));
+        }
+        k.trace.clone_from(trace);
+        k.fence = *fence;
+        k.created_at.clone_from(created_at);
+        k.updated_at.clone_from(updated_at);
+        k.expires_at.clone_from(expires_at);
+        self.score.clear();
+        self.score.push_str(score.get());
+    }
+
+    fn record(&self) -> Result<Record, CadenceError> {
+        let mut r = self.record.clone();
+        r.score = serde_json::value::RawValue::from_string(self.score.clone()).map_err(|e| {
+            CadenceError::checkpoint(
+                CheckpointErrorKind::Corrupt,
+                format!("the stored score is not valid JSON: {e}"),
+            )
+        })?;
+        Ok(r)
+    }
+}
+
+impl Stored {
+    /// A copy of the record, or the decoding of the planted bytes (CKP-8 errors).
+    fn record(&self) -> Result<Record, CadenceError> {
+        match self {
+            Stored::Kept(k) => k.record(),
+            Stored::Bytes(b) => Record::from_json(b),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Stored::Kept(k) => k.record().map(|r| r.to_json()).unwrap_or_default(),
+            Stored::Bytes(b) => b.clone(),
+        }
+    }
+
+    /// Stores `r`, in place when this already holds a copy.
+    fn put(slot: &mut Option<Stored>, r: &Record) {
+        match slot {
+            Some(Stored::Kept(k)) => k.update(r),
+            _ => *slot = Some(Stored::Kept(Kept::new(r))),
+        }
+    }
+}
+
+/// An in-process store (CKP-11): records are copied in and out, leases and
 /// fencing tokens work as in a shared store, so it serves tests of lease logic too.
 ///
 /// Clones share one store.
@@ -90,12 +202,14 @@ impl MemoryStore {
 
     /// Stores raw bytes as the record of (cadence, run id) — for tests of corrupt data.
     pub fn put_raw(&self, cadence: &str, run_id: &str, bytes: Vec<u8>) {
-        slot_mut(&mut self.lock(), cadence, run_id).bytes = Some(bytes);
+        slot_mut(&mut self.lock(), cadence, run_id).bytes = Some(Stored::Bytes(bytes));
     }
 
-    /// The raw bytes of a record, if any.
+    /// The raw bytes of a record, if any (a saved record as its JSON).
     pub fn get_raw(&self, cadence: &str, run_id: &str) -> Option<Vec<u8>> {
-        slot_of(&mut self.lock(), cadence, run_id).and_then(|s| s.bytes.clone())
+        slot_of(&mut self.lock(), cadence, run_id)
+            .and_then(|s| s.bytes.as_ref())
+            .map(Stored::bytes)
     }
 
     fn check_fence(slot: &Slot, lease: Option<&Lease>, run_id: &str) -> Result<(), CadenceError> {
@@ -115,11 +229,13 @@ impl MemoryStore {
 impl CheckpointStore for MemoryStore {
     fn load<'a>(&'a self, cadence: &'a str, run_id: &'a str) -> StoreFuture<'a, Option<Record>> {
         Box::pin(async move {
-            let bytes = self.get_raw(cadence, run_id);
-            match bytes {
+            let stored = slot_of(&mut self.lock(), cadence, run_id)
+                .and_then(|s| s.bytes.as_ref())
+                .map(Stored::record);
+            match stored {
                 None => Ok(None),
-                Some(b) => {
-                    let r = Record::from_json(&b)?;
+                Some(r) => {
+                    let r = r?;
                     Ok((!r.is_expired(SystemTime::now())).then_some(r))
                 }
             }
@@ -128,11 +244,11 @@ impl CheckpointStore for MemoryStore {
 
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let bytes = record.to_json();
             let mut slots = self.lock();
             let slot = slot_mut(&mut slots, &record.cadence, &record.run_id);
             Self::check_fence(slot, lease, &record.run_id)?;
-            slot.bytes = Some(bytes);
+            // Into the run's own copy: each save of a run reuses the same memory.
+            Stored::put(&mut slot.bytes, record);
             Ok(())
         })
     }
@@ -158,8 +274,8 @@ impl CheckpointStore for MemoryStore {
                 if cadence.is_some_and(|want| want != c) {
                     continue;
                 }
-                let Some(bytes) = &slot.bytes else { continue };
-                let Ok(r) = Record::from_json(bytes) else {
+                let Some(stored) = &slot.bytes else { continue };
+                let Ok(r) = stored.record() else {
                     continue;
                 };
                 if r.is_expired(SystemTime::now()) {
@@ -233,10 +349,10 @@ impl CheckpointStore for MemoryStore {
                 }
                 slot.fence += 1;
                 slot.lease = Some((slot.fence, now + ttl));
-                (slot.fence, slot.bytes.clone())
+                (slot.fence, slot.bytes.as_ref().map(Stored::record))
             };
             let lease = Lease::new(cadence, run_id, token);
-            let record = match bytes.map(|b| Record::from_json(&b)).transpose() {
+            let record = match bytes.transpose() {
                 Ok(r) => r.filter(|r| !r.is_expired(SystemTime::now())),
                 Err(e) => {
                     let _ = self.release_lease(&lease).await;
@@ -257,16 +373,12 @@ impl CheckpointStore for MemoryStore {
         lease: Option<&'a Lease>,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let bytes = match end {
-                RunEnd::Save(record) => Some(record.to_json()),
-                _ => None,
-            };
             let mut slots = self.lock();
             let slot = slot_mut(&mut slots, cadence, run_id);
             Self::check_fence(slot, lease, run_id)?;
             match end {
                 RunEnd::Clear => slot.bytes = None,
-                RunEnd::Save(_) => slot.bytes = bytes,
+                RunEnd::Save(record) => Stored::put(&mut slot.bytes, record),
                 RunEnd::Keep => {}
             }
             if let Some(lease) = lease

@@ -159,6 +159,15 @@ impl Record {
     /// Serializes to JSON bytes (into a buffer sized for the record up front: the score is
     /// copied once, never regrown).
     pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Serializes into `out` (cleared first), reusing its capacity: a store that keeps one
+    /// buffer per run writes each save into the same memory.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        out.clear();
         let paths: usize = self.completed.iter().map(|p| p.len() + 3).sum::<usize>()
             + self.attempts.keys().map(|p| p.len() + 16).sum::<usize>()
             + self
@@ -166,16 +175,15 @@ impl Record {
                 .iter()
                 .map(|(p, v)| p.len() + v.get().len() + 4)
                 .sum::<usize>();
-        let mut out = Vec::with_capacity(
+        out.reserve(
             256 + self.score.get().len()
                 + paths
                 + self.cadence.len()
                 + self.run_id.len()
                 + self.fingerprint.len(),
         );
-        match serde_json::to_writer(&mut out, self) {
-            Ok(()) => out,
-            Err(_) => Vec::new(),
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            out.clear();
         }
     }
 
