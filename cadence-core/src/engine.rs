@@ -247,6 +247,18 @@ fn record_note_span(span: &tracing::Span, r: &Result<Flow, CadenceError>) {
     }
 }
 
+/// The next occurrence number of a run tree (EVT-3).
+///
+/// A load and a store, not a read-modify-write: every occurrence of a run tree is emitted by
+/// the one task that polls the run (parallel members and child runs are polled inside it, and a
+/// task moving between threads is ordered by the executor), so no two emits race.
+#[inline]
+fn next_seq(seq: &AtomicU64) -> u64 {
+    let n = seq.load(Ordering::Relaxed);
+    seq.store(n + 1, Ordering::Relaxed);
+    n
+}
+
 /// Calls every hook of a cadence for one occurrence, isolating panics (HOOK-4).
 fn dispatch<S>(inner: &Inner<S>, cx: &HookContext<'_>, occ: &Occ<'_>, score: Option<&S>) {
     if let Some(hooks) = &inner.hooks {
@@ -483,7 +495,7 @@ impl<'r, S> RunCtx<'r, S> {
             root_run_id: self.info.root_run_id.get(),
             parent_run_id: self.info.parent_run_id.map(RunId::get),
             cadence: self.info.cadence,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            seq: next_seq(self.seq),
             at: OnceCell::new(),
             resumed: self
                 .flags
@@ -1765,12 +1777,10 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         }
     }
 
+    #[inline]
     fn note_context<'a>(&'a self, n: &'a CompiledNote<S>, attempt: u32) -> NoteContext<'a> {
         let prior_attempts = match self.ckpt {
-            Some(session) => {
-                session.attempt_started(&n.path);
-                session.prior_attempts(&n.path)
-            }
+            Some(session) => Self::attempt_recorded(session, n),
             None => 0,
         };
         NoteContext {
@@ -1781,6 +1791,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             token: OnceLock::new(),
             done: AtomicBool::new(false),
         }
+    }
+
+    /// CKP-12: counts an attempt in the session; the attempts of earlier executions.
+    #[inline(never)]
+    fn attempt_recorded(session: &Session<S>, n: &CompiledNote<S>) -> u32 {
+        session.attempt_started(&n.path);
+        session.prior_attempts(&n.path)
     }
 
     /// NOTE-6: moves the score to the blocking pool and back (also after a panic). If this
