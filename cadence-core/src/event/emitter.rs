@@ -944,8 +944,10 @@ fn sink_failed(sink: &dyn Sink, what: &str, event: Option<&Event>, msg: &dyn fmt
 /// How many listener tables a thread keeps (emitters it delivers for in turn).
 const TABLE_SLOTS: usize = 4;
 
-/// How many path strings a thread keeps (a power of two): see [`PathCache`].
-const PATHS: usize = 2048;
+/// How many path strings a thread keeps at first, and at most (powers of two): see
+/// [`PathCache`].
+const PATHS_MIN: usize = 64;
+const PATHS_MAX: usize = 4096;
 
 /// The kind a thread's event holds between occurrences (owns nothing).
 const BLANK_KIND: EventKind = EventKind::EventsDropped { count: 0 };
@@ -1027,24 +1029,29 @@ impl Strings<'_> {
 /// the `Arc` of the previous event with the same path instead of allocating. A hit is confirmed
 /// by comparing the text, so a reused address is never taken for another path.
 ///
-/// Two-way set associative, [`PATHS`] entries, allocated on first use: a lookup is one
-/// multiply, two compares and the text comparison; a miss allocates and replaces the older
-/// entry of its set.
+/// Four-way set associative, allocated on first use with [`PATHS_MIN`] entries and doubled
+/// (up to [`PATHS_MAX`]) whenever it has missed as many times as it has entries: it grows
+/// with the number of paths a thread keeps seeing, not with how many it ever saw. A lookup is
+/// one multiply, up to four compares and the text comparison; a miss allocates and replaces
+/// one entry of its set.
 #[derive(Default)]
 struct PathCache {
-    /// `(address, length, text)`; entries `2i` and `2i + 1` form set `i`.
+    /// `(address, length, text)`; entries `4i..4i + 4` form set `i`.
     slots: Vec<(usize, usize, Option<Arc<str>>)>,
-    /// Per set, which way to replace next.
-    older: Vec<u8>,
+    /// Misses since the last resize (also picks the way a miss replaces).
+    misses: usize,
 }
+
+/// Ways per set of a [`PathCache`].
+const WAYS: usize = 4;
 
 impl PathCache {
     #[inline]
     fn get(&mut self, s: &str) -> Arc<str> {
         let (addr, len) = (s.as_ptr().addr(), s.len());
-        let set = Self::set_of(addr, len);
-        if let Some(pair) = self.slots.get(2 * set..2 * set + 2) {
-            for (a, l, text) in pair {
+        let set = Self::set_of(addr, len, self.slots.len());
+        if let Some(ways) = self.slots.get(WAYS * set..WAYS * set + WAYS) {
+            for (a, l, text) in ways {
                 if let Some(text) = text
                     && (*a, *l) == (addr, len)
                     && same_text(text, s)
@@ -1053,27 +1060,53 @@ impl PathCache {
                 }
             }
         }
-        self.miss(set, addr, len, s)
+        self.miss(addr, len, s)
     }
 
     #[cold]
     #[inline(never)]
-    fn miss(&mut self, set: usize, addr: usize, len: usize, s: &str) -> Arc<str> {
+    fn miss(&mut self, addr: usize, len: usize, s: &str) -> Arc<str> {
         if self.slots.is_empty() {
-            self.slots = vec![(0, 0, None); PATHS];
-            self.older = vec![0; PATHS / 2];
+            self.slots = vec![(0, 0, None); PATHS_MIN];
+        } else if self.misses >= self.slots.len() && self.slots.len() < PATHS_MAX {
+            self.grow();
         }
-        let way = usize::from(self.older[set]);
-        self.older[set] ^= 1;
+        self.misses += 1;
         let text: Arc<str> = Arc::from(s);
-        self.slots[2 * set + way] = (addr, len, Some(text.clone()));
+        let set = Self::set_of(addr, len, self.slots.len());
+        let way = self.misses % WAYS;
+        self.slots[WAYS * set + way] = (addr, len, Some(text.clone()));
         text
     }
 
+    /// Doubles the entries, keeping what fits.
+    fn grow(&mut self) {
+        let entries = 2 * self.slots.len();
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0, None); entries]);
+        self.misses = 0;
+        for (addr, len, text) in old {
+            if text.is_none() {
+                continue;
+            }
+            let set = Self::set_of(addr, len, self.slots.len());
+            if let Some(free) = self.slots[WAYS * set..WAYS * set + WAYS]
+                .iter_mut()
+                .find(|e| e.2.is_none())
+            {
+                *free = (addr, len, text);
+            }
+        }
+    }
+
+    /// The set of `(addr, len)` in a cache of `entries` entries (a power of two, or 0).
     #[inline]
-    fn set_of(addr: usize, len: usize) -> usize {
+    fn set_of(addr: usize, len: usize, entries: usize) -> usize {
+        let sets = entries / WAYS;
+        if sets == 0 {
+            return 0;
+        }
         let h = (addr as u64 ^ (len as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> (64 - (PATHS / 2).trailing_zeros())) as usize
+        (h >> (64 - sets.trailing_zeros())) as usize
     }
 }
 
@@ -1623,12 +1656,30 @@ mod tests {
         // Same text elsewhere: equal, whether shared or not.
         assert_eq!(&*cache.get("enrich/profile"), "enrich/profile");
         // More paths than the cache holds: still right, whatever it keeps.
-        let many: Vec<String> = (0..3 * PATHS).map(|i| format!("p/{i}")).collect();
+        let many: Vec<String> = (0..3 * PATHS_MAX).map(|i| format!("p/{i}")).collect();
         for _ in 0..2 {
             for p in &many {
                 assert_eq!(&*cache.get(p), p.as_str());
             }
         }
+        assert_eq!(cache.slots.len(), PATHS_MAX);
+        // A working set that fits is kept: after a few rounds, no more misses.
+        let mut cache = PathCache::default();
+        let some: Vec<String> = (0..1000).map(|i| format!("notes/n{i}")).collect();
+        for _ in 0..8 {
+            for p in &some {
+                cache.get(p);
+            }
+        }
+        let before = cache.misses;
+        for p in &some {
+            assert_eq!(&*cache.get(p), p.as_str());
+        }
+        assert!(
+            cache.misses - before < 20,
+            "{} misses",
+            cache.misses - before
+        );
         for (a, b) in [
             ("", ""),
             ("abc", "abc"),
