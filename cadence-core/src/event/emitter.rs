@@ -1102,7 +1102,7 @@ impl PathCache {
     #[inline]
     fn set_of(addr: usize, len: usize, entries: usize) -> usize {
         let sets = entries / WAYS;
-        if sets == 0 {
+        if sets <= 1 {
             return 0;
         }
         let h = (addr as u64 ^ (len as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
