@@ -59,7 +59,11 @@ macro_rules! lean_note {
         };
         cx.finish();
         match r {
-            Ok(Ok(Control::Continue)) => Ok(Flow::Continue),
+            // Moved out by value: no out-of-line drop of the whole result per note.
+            Ok(Ok(c)) => match c {
+                Control::Continue => Ok(Flow::Continue),
+                c => rc.lean_outcome(n, Ok(Ok(c))),
+            },
             other => rc.lean_outcome(n, other),
         }
     }};
@@ -1135,10 +1139,36 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         notes: &[CompiledNote<S>],
         score: &mut S,
     ) -> Result<Flow, CadenceError> {
+        let Some(first) = notes.first() else {
+            return Ok(Flow::Continue);
+        };
+        if !self.run_is_lean() {
+            for n in notes {
+                if let Flow::Stop { path, reason } = self.exec_note(n, score).await? {
+                    return Ok(Flow::Stop { path, reason });
+                }
+            }
+            return Ok(Flow::Continue);
+        }
+        // The lean path inline (see `is_lean`): no note future nested in this one, and one
+        // context for the whole sequence, pointed at each note in turn.
+        let mut cx = self.lean_context(first);
         for n in notes {
-            // The lean path inline: no note future nested in this one.
-            let flow = if self.is_lean(n) {
-                lean_note!(self, n, score)?
+            let flow = if n.fast {
+                cx.path = &n.path;
+                let r = match Self::start_note(n, &mut *score, &cx) {
+                    Ok(fut) => CatchUnwind::new(fut).await,
+                    Err(p) => Err(p),
+                };
+                cx.next_attempt();
+                match r {
+                    // Moved out by value: no out-of-line drop of the whole result per note.
+                    Ok(Ok(c)) => match c {
+                        Control::Continue => Flow::Continue,
+                        c => self.lean_outcome(n, Ok(Ok(c)))?,
+                    },
+                    other => self.lean_outcome(n, other)?,
+                }
             } else {
                 self.exec_note(n, score).await?
             };
@@ -1289,7 +1319,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     /// one attempt is the note's own future and nothing else (see [`lean_note!`]).
     #[inline]
     fn is_lean(&self, n: &CompiledNote<S>) -> bool {
-        n.fast && !self.observe && self.ckpt.is_none() && !self.spans_wanted()
+        n.fast && self.run_is_lean()
+    }
+
+    /// The run-wide half of [`is_lean`](Self::is_lean).
+    #[inline]
+    fn run_is_lean(&self) -> bool {
+        !self.observe && self.ckpt.is_none() && !self.spans_wanted()
     }
 
     /// The context of the lean path's one attempt.

@@ -244,6 +244,13 @@ impl<'a> NoteContext<'a> {
         })
     }
 
+    /// Makes a finished context ready for the next attempt of the lean path: a token handed
+    /// out for the finished attempt is let go without firing (the attempt ended normally).
+    #[inline]
+    pub(crate) fn next_attempt(&mut self) {
+        drop(self.token.take());
+    }
+
     /// Marks the attempt finished, so dropping the context does not fire the token.
     #[inline]
     pub(crate) fn finish(&self) {

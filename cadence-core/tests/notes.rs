@@ -739,3 +739,60 @@ async fn token_of_a_finished_attempt_does_not_fire() {
     assert_eq!(tokens.len(), 6);
     assert!(tokens.iter().all(|t| !t.is_cancelled()));
 }
+
+#[tokio::test]
+async fn notes_of_a_sequence_get_their_own_tokens() {
+    // NOTE-3 on the lean path: the notes of one sequence share the engine's context between
+    // attempts, but each attempt's token is its own; finished ones never fire, and the one of
+    // an attempt abandoned with its run does.
+    let tokens = Arc::new(Mutex::new(Vec::<CancellationToken>::new()));
+    let grab = |outcome: u8| {
+        let t = tokens.clone();
+        note::from_fn_with_context(move |_: &mut Log, cx| {
+            t.lock().unwrap().push(cx.cancellation().clone());
+            Box::pin(async move {
+                match outcome {
+                    0 => Ok(Control::Continue),
+                    1 => Err::<Control, BoxError>("failed".into()),
+                    _ => std::future::pending().await,
+                }
+            })
+        })
+    };
+    let ok = Cadence::<Log>::new("t")
+        .sequence("s", [grab(0), grab(0), grab(0)])
+        .build()
+        .unwrap();
+    ok.run(vec![]).await.unwrap();
+    let failed = Cadence::<Log>::new("t")
+        .sequence("s", [grab(0), grab(1), grab(0)])
+        .build()
+        .unwrap();
+    failed.run(vec![]).await.unwrap_err();
+    {
+        let t = tokens.lock().unwrap();
+        assert_eq!(t.len(), 5, "the note after the failure never ran");
+        assert!(t.iter().all(|t| !t.is_cancelled()));
+        for (i, a) in t.iter().enumerate() {
+            for b in &t[i + 1..] {
+                a.cancel();
+                assert!(!b.is_cancelled(), "tokens are not shared between attempts");
+            }
+        }
+    }
+    tokens.lock().unwrap().clear();
+    let hangs = Cadence::<Log>::new("t")
+        .sequence("s", [grab(0), grab(2)])
+        .build()
+        .unwrap();
+    let run = hangs.run(vec![]);
+    let r = tokio::time::timeout(Duration::from_millis(20), run).await;
+    assert!(r.is_err(), "the second note never finishes");
+    let t = tokens.lock().unwrap();
+    assert_eq!(t.len(), 2);
+    assert!(!t[0].is_cancelled(), "the finished attempt's token");
+    assert!(
+        t[1].is_cancelled(),
+        "the abandoned attempt's token fires when the run is dropped"
+    );
+}
