@@ -1142,7 +1142,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let Some(first) = notes.first() else {
             return Ok(Flow::Continue);
         };
-        if !self.run_is_lean() {
+        if self.ckpt.is_some() || self.spans_wanted() {
             for n in notes {
                 if let Flow::Stop { path, reason } = self.exec_note(n, score).await? {
                     return Ok(Flow::Stop { path, reason });
@@ -1150,11 +1150,48 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             }
             return Ok(Flow::Continue);
         }
-        // The lean path inline (see `is_lean`): no note future nested in this one, and one
-        // context for the whole sequence, pointed at each note in turn.
+        // Notes without policies run inline (the lean path, see `is_lean`, or its observed
+        // twin): no note future nested in this one, and one context for the whole sequence,
+        // pointed at each note in turn.
         let mut cx = self.lean_context(first);
         for n in notes {
-            let flow = if n.fast {
+            let flow = if n.fast && self.observe {
+                // HOOK-5 as on the full path: start, the attempt, end; a drop mid-attempt
+                // reports `Cancelled` through the guard.
+                self.emit(Occ::NoteStart(&n.path, 1), Some(&*score));
+                let mut guard = NoteGuard {
+                    rc: self,
+                    path: &n.path,
+                    attempt: 1,
+                    t0: Some(Instant::now()),
+                    score: &mut *score,
+                    armed: true,
+                };
+                cx.path = &n.path;
+                let r = match Self::start_note(n, &mut *guard.score, &cx) {
+                    Ok(fut) => CatchUnwind::new(fut).await,
+                    Err(p) => Err(p),
+                };
+                cx.next_attempt();
+                guard.armed = false;
+                let r = self.note_result(n, r);
+                let outcome = match &r {
+                    Ok(Control::Continue) => NoteOutcome::Succeeded,
+                    Ok(Control::Stop(_)) => NoteOutcome::Stopped,
+                    Err(e) => NoteOutcome::Failed(e),
+                };
+                self.emit(
+                    Occ::NoteEnd(&n.path, 1, elapsed(guard.t0), &outcome),
+                    Some(&*guard.score),
+                );
+                match r? {
+                    Control::Continue => Flow::Continue,
+                    Control::Stop(reason) => Flow::Stop {
+                        path: n.path.to_string(),
+                        reason,
+                    },
+                }
+            } else if n.fast {
                 cx.path = &n.path;
                 let r = match Self::start_note(n, &mut *score, &cx) {
                     Ok(fut) => CatchUnwind::new(fut).await,
