@@ -487,6 +487,16 @@ impl<S: Send + 'static> CadenceBuilder<S> {
         let measures: Vec<Measure<S>> = self.measures.into_iter().map(compile_measure).collect();
         let name: Arc<str> = Arc::from(self.name);
         let fingerprint = crate::describe::fingerprint_of(&measures);
+        // A hook whose `interest` panics is asked for everything (HOOK-4: isolated, counted).
+        let mut interest_panics = 0;
+        let interest = self
+            .hooks
+            .iter()
+            .fold(crate::hook::Interest::NONE, |all, h| {
+                let mut i = crate::hook::Interest::ALL;
+                interest_panics += crate::hook::isolate("interest", || i = h.interest());
+                all.union(i)
+            });
         let hooks = if self.hooks.is_empty() {
             None
         } else {
@@ -504,11 +514,12 @@ impl<S: Send + 'static> CadenceBuilder<S> {
                 name,
                 measures: measures.into_boxed_slice(),
                 hooks,
+                interest,
                 on_error,
                 fingerprint,
                 checkpoint,
                 note_spans: self.note_spans,
-                hook_panics: AtomicU64::new(0),
+                hook_panics: AtomicU64::new(interest_panics),
                 warnings: v.warnings,
             }),
         })

@@ -15,7 +15,7 @@ use crate::describe::Description;
 use crate::engine::{End, Flow, ParentLink, RunCtx};
 use crate::error::{CadenceError, MergeConflict, Problem, panic_message};
 use crate::handler::{Handler, OnError};
-use crate::hook::{Hook, MeasureKind, Outcome};
+use crate::hook::{Hook, Interest, MeasureKind, Outcome};
 use crate::note::{Body, Note};
 use crate::options::{RunId, RunInfo, RunOptions, RunReport, check_run_id};
 use crate::policy::Policies;
@@ -112,6 +112,8 @@ pub(crate) struct Inner<S> {
     pub(crate) name: Arc<str>,
     pub(crate) measures: Box<[Measure<S>]>,
     pub(crate) hooks: Option<Box<[Box<dyn Hook<S>>]>>,
+    /// What the hooks want called, read once at build (`Interest::NONE` without hooks).
+    pub(crate) interest: crate::hook::Interest,
     pub(crate) on_error: Option<(Handler<S>, OnError)>,
     pub(crate) fingerprint: String,
     pub(crate) checkpoint: Option<Checkpointing<S>>,
@@ -316,7 +318,8 @@ impl<S: Send + 'static> Cadence<S> {
                     },
                     seq: &seq,
                     upstream: None,
-                    observe: self.inner.hooks.is_some(),
+                    observe: self.inner.interest != Interest::NONE,
+                    interest: self.inner.interest,
                     ckpt: None,
                     flags: Some(&flags),
                 };
@@ -419,7 +422,8 @@ where
                     },
                     seq: rc.seq,
                     upstream: Some(&link),
-                    observe: rc.observe || self.cadence.inner.hooks.is_some(),
+                    observe: rc.observe || self.cadence.inner.interest != Interest::NONE,
+                    interest: rc.interest.union(self.cadence.inner.interest),
                     // CHILD-5: a child is one unit of its parent's checkpoint.
                     ckpt: None,
                     flags: None,

@@ -33,7 +33,8 @@ use crate::error::{BoxError, CadenceError, ErrorKind, panic_message};
 use crate::fallback::{Fallback, FallbackKind};
 use crate::handler::{Handler, HandlerFn, OnError};
 use crate::hook::{
-    Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason, isolate,
+    Hook, HookContext, HookMethod, Interest, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome,
+    SkipReason, isolate,
 };
 use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteFuture, NoteResult, normalise};
 use crate::options::{RunId, RunInfo};
@@ -172,6 +173,28 @@ pub(crate) enum Occ<'a> {
 }
 
 impl Occ<'_> {
+    /// The hook method this occurrence calls.
+    #[inline]
+    fn hook_method(&self) -> HookMethod {
+        match self {
+            Occ::CadenceStart => HookMethod::CadenceStart,
+            Occ::CadenceEnd(..) => HookMethod::CadenceEnd,
+            Occ::MeasureStart(..) => HookMethod::MeasureStart,
+            Occ::MeasureEnd(..) => HookMethod::MeasureEnd,
+            Occ::NoteStart(..) => HookMethod::NoteStart,
+            Occ::NoteEnd(..) => HookMethod::NoteEnd,
+            Occ::Retry(..) => HookMethod::Retry,
+            Occ::Timeout(..) => HookMethod::Timeout,
+            Occ::Fallback(..) => HookMethod::Fallback,
+            Occ::Circuit(..) => HookMethod::CircuitStateChange,
+            Occ::CheckpointLoaded(..) => HookMethod::CheckpointLoaded,
+            Occ::CheckpointSaved(..) => HookMethod::CheckpointSaved,
+            Occ::CheckpointError(..) => HookMethod::CheckpointError,
+            Occ::Skipped(..) => HookMethod::NoteSkipped,
+            Occ::Branch(..) => HookMethod::BranchTaken,
+        }
+    }
+
     fn method(&self) -> &'static str {
         match self {
             Occ::CadenceStart => "on_cadence_start",
@@ -361,6 +384,8 @@ pub(crate) struct RunCtx<'r, S> {
     pub(crate) upstream: Option<&'r dyn Upstream>,
     /// Whether any hook in the run tree will see this run's occurrences.
     pub(crate) observe: bool,
+    /// Which occurrences the run tree's hooks want (the union of their `Interest`s).
+    pub(crate) interest: Interest,
     /// The checkpoint session of a checkpointed root run.
     pub(crate) ckpt: Option<&'r Session<S>>,
     /// Resumed/replayed flags of the root run.
@@ -487,7 +512,7 @@ impl<'r, S> RunCtx<'r, S> {
     /// Delivers one occurrence to the ancestors' hooks, then this cadence's hooks.
     #[inline]
     pub(crate) fn emit(&self, occ: Occ<'_>, score: Option<&S>) {
-        if self.observe {
+        if self.observe && self.interest.contains(occ.hook_method()) {
             self.emit_slow(&occ, score);
         }
     }
@@ -2030,6 +2055,7 @@ mod size_tests {
             seq: &seq,
             upstream: None,
             observe: false,
+            interest: Interest::NONE,
             ckpt: None,
             flags: None,
         };

@@ -302,6 +302,123 @@ impl TraceContext {
     }
 }
 
+/// One method of [`Hook`], for [`Interest`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookMethod {
+    /// [`Hook::on_cadence_start`].
+    CadenceStart,
+    /// [`Hook::on_cadence_end`].
+    CadenceEnd,
+    /// [`Hook::on_measure_start`].
+    MeasureStart,
+    /// [`Hook::on_measure_end`].
+    MeasureEnd,
+    /// [`Hook::on_note_start`].
+    NoteStart,
+    /// [`Hook::on_note_end`].
+    NoteEnd,
+    /// [`Hook::on_retry`].
+    Retry,
+    /// [`Hook::on_timeout`].
+    Timeout,
+    /// [`Hook::on_fallback`].
+    Fallback,
+    /// [`Hook::on_circuit_state_change`].
+    CircuitStateChange,
+    /// [`Hook::on_checkpoint_loaded`].
+    CheckpointLoaded,
+    /// [`Hook::on_checkpoint_saved`].
+    CheckpointSaved,
+    /// [`Hook::on_checkpoint_error`].
+    CheckpointError,
+    /// [`Hook::on_note_skipped`].
+    NoteSkipped,
+    /// [`Hook::on_branch_taken`].
+    BranchTaken,
+}
+
+/// Which [`Hook`] methods a hook wants called, in the spirit of `tracing`'s `Interest`.
+///
+/// The engine reads the interest of a cadence's hooks once, when the cadence is built, and
+/// skips every occurrence that no hook of the run tree wants before building its context (so
+/// such an occurrence also takes no [`seq`](HookContext::seq) number). The default is
+/// [`Interest::ALL`]; a hook that implements few methods can say so and make every run cheaper:
+///
+/// ```
+/// use cadence_core::hook::{Hook, HookContext, HookMethod, Interest, NoteOutcome};
+/// use std::time::Duration;
+///
+/// struct SlowNotes;
+///
+/// impl<S> Hook<S> for SlowNotes {
+///     fn on_note_end(
+///         &self,
+///         cx: &HookContext<'_>,
+///         path: &str,
+///         _attempt: u32,
+///         took: Duration,
+///         _outcome: &NoteOutcome<'_>,
+///         _score: &S,
+///     ) {
+///         if took > Duration::from_secs(1) {
+///             eprintln!("{}/{path} took {took:?}", cx.cadence());
+///         }
+///     }
+///
+///     fn interest(&self) -> Interest {
+///         Interest::NONE.with(HookMethod::NoteEnd)
+///     }
+/// }
+///
+/// let i = <SlowNotes as Hook<()>>::interest(&SlowNotes);
+/// assert!(i.contains(HookMethod::NoteEnd) && !i.contains(HookMethod::NoteStart));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Interest(u32);
+
+impl Interest {
+    /// Every method.
+    pub const ALL: Interest = Interest(u32::MAX);
+    /// No method.
+    pub const NONE: Interest = Interest(0);
+
+    const fn bit(m: HookMethod) -> u32 {
+        1 << (m as u32)
+    }
+
+    /// This interest and `m`.
+    #[must_use]
+    pub const fn with(self, m: HookMethod) -> Self {
+        Interest(self.0 | Self::bit(m))
+    }
+
+    /// This interest without `m`.
+    #[must_use]
+    pub const fn without(self, m: HookMethod) -> Self {
+        Interest(self.0 & !Self::bit(m))
+    }
+
+    /// Both interests.
+    #[must_use]
+    pub const fn union(self, other: Interest) -> Self {
+        Interest(self.0 | other.0)
+    }
+
+    /// Whether `m` is wanted.
+    #[inline]
+    pub const fn contains(self, m: HookMethod) -> bool {
+        self.0 & Self::bit(m) != 0
+    }
+}
+
+impl Default for Interest {
+    /// [`Interest::ALL`].
+    fn default() -> Self {
+        Interest::ALL
+    }
+}
+
 /// An observer of runs (HOOK-1). Every method defaults to doing nothing.
 ///
 /// Methods are synchronous and take borrowed arguments; they run inline, so keep them cheap
@@ -381,6 +498,11 @@ pub trait Hook<S>: Send + Sync {
     /// The trace context to store in checkpoints; the first hook returning one wins.
     fn trace_context(&self) -> Option<TraceContext> {
         None
+    }
+    /// Which methods this hook wants called (default: all). Read once, when a cadence is
+    /// built with this hook; see [`Interest`].
+    fn interest(&self) -> Interest {
+        Interest::ALL
     }
 }
 
@@ -578,6 +700,12 @@ macro_rules! forward_hook_methods {
             });
             reraise(n);
         }
+        fn interest(&self) -> Interest {
+            let $this = self;
+            let mut all = Interest::NONE;
+            $each(&mut |$h: &dyn Hook<S>| all = all.union($h.interest()));
+            all
+        }
         fn trace_context(&self) -> Option<TraceContext> {
             let $this = self;
             let mut found = None;
@@ -681,6 +809,9 @@ impl<S, H: Hook<S> + ?Sized> Hook<S> for Forward<'_, H> {
     fn trace_context(&self) -> Option<TraceContext> {
         self.0.trace_context()
     }
+    fn interest(&self) -> Interest {
+        self.0.interest()
+    }
 }
 
 macro_rules! tuple_hook {
@@ -703,4 +834,8 @@ tuple_hook!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
 tuple_hook!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 
 /// A hook that does nothing; `()` works too.
-impl<S> Hook<S> for () {}
+impl<S> Hook<S> for () {
+    fn interest(&self) -> Interest {
+        Interest::NONE
+    }
+}

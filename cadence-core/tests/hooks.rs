@@ -970,3 +970,103 @@ async fn panicking_hooks_while_a_dropped_run_reports_cancellation() {
     );
     assert_eq!(c.hook_panics(), 6);
 }
+
+/// Counts note starts and ends; wants only note ends (or whatever `interest` says).
+struct NoteEnds {
+    starts: AtomicUsize,
+    ends: AtomicUsize,
+    interest: Option<cadence_core::Interest>,
+}
+
+impl NoteEnds {
+    fn new(interest: Option<cadence_core::Interest>) -> Arc<Self> {
+        Arc::new(NoteEnds {
+            starts: AtomicUsize::new(0),
+            ends: AtomicUsize::new(0),
+            interest,
+        })
+    }
+}
+
+impl<S> Hook<S> for NoteEnds {
+    fn on_note_start(&self, _: &HookContext<'_>, _: &str, _: u32, _: &S) {
+        self.starts.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_note_end(
+        &self,
+        _: &HookContext<'_>,
+        _: &str,
+        _: u32,
+        _: Duration,
+        _: &NoteOutcome<'_>,
+        _: &S,
+    ) {
+        self.ends.fetch_add(1, Ordering::Relaxed);
+    }
+    fn interest(&self) -> cadence_core::Interest {
+        match self.interest {
+            Some(i) => i,
+            None => panic!("interest panics"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn hooks_are_called_only_for_what_their_run_tree_wants() {
+    // HOOK-1, HOOK-4: `Hook::interest` lets the engine skip occurrences nobody wants; a hook
+    // still sees what another hook of the run tree wants; a panicking `interest` means all.
+    use cadence_core::{HookMethod, Interest};
+    let only_ends = Interest::NONE.with(HookMethod::NoteEnd);
+    let three = |h: Arc<NoteEnds>| {
+        Cadence::<Log>::new("i")
+            .then("a", push("a"))
+            .sequence("s", [push("b"), push("c")])
+            .with_hooks(h)
+    };
+    let narrow = NoteEnds::new(Some(only_ends));
+    three(narrow.clone())
+        .build()
+        .unwrap()
+        .run(vec![])
+        .await
+        .unwrap();
+    assert_eq!(narrow.ends.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        narrow.starts.load(Ordering::Relaxed),
+        0,
+        "not wanted, not called"
+    );
+
+    let shared = NoteEnds::new(Some(only_ends));
+    let rec = RecordingHook::new();
+    three(shared.clone())
+        .with_hooks(rec.clone())
+        .build()
+        .unwrap()
+        .run(vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        shared.starts.load(Ordering::Relaxed),
+        3,
+        "the recorder wants starts"
+    );
+    let seqs: Vec<u64> = rec.entries().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+
+    let panicking = NoteEnds::new(None);
+    let c = three(panicking.clone()).build().unwrap();
+    c.run(vec![]).await.unwrap();
+    assert_eq!(
+        panicking.starts.load(Ordering::Relaxed),
+        3,
+        "a panicking interest is all"
+    );
+    assert_eq!(c.hook_panics(), 1, "and counted as a hook panic");
+
+    // Combinators want the union; `()` wants nothing.
+    let pair = (NoteEnds::new(Some(only_ends)), ());
+    let i = <_ as Hook<Log>>::interest(&pair);
+    assert!(i.contains(HookMethod::NoteEnd) && !i.contains(HookMethod::NoteStart));
+    assert_eq!(<() as Hook<Log>>::interest(&()), Interest::NONE);
+}

@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cadence_core::circuit_breaker::CircuitState;
-use cadence_core::{CadenceError, Hook, HookContext, NoteOutcome, RunOutcome};
+use cadence_core::{
+    CadenceError, Hook, HookContext, HookMethod, Interest, NoteOutcome, RunOutcome,
+};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::builder::PrometheusHookBuilder;
@@ -267,6 +269,18 @@ impl Inner {
 }
 
 impl<S> Hook<S> for PrometheusHook {
+    /// Only the occurrences that feed a metric: the engine skips note starts, measures,
+    /// branches and checkpoints for this hook.
+    fn interest(&self) -> Interest {
+        Interest::NONE
+            .with(HookMethod::CadenceStart)
+            .with(HookMethod::CadenceEnd)
+            .with(HookMethod::NoteEnd)
+            .with(HookMethod::Retry)
+            .with(HookMethod::Fallback)
+            .with(HookMethod::CircuitStateChange)
+    }
+
     fn on_cadence_start(&self, cx: &HookContext<'_>, _score: &S) {
         let inner = &*self.inner;
         if inner.first_delivery(cx) {
