@@ -1604,7 +1604,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let mut last_error: Option<CadenceError> = None;
         loop {
             let attempt = guard.attempt;
-            if attempt > 1 {
+            if attempt > 1 && self.spans_wanted() {
                 let span = tracing::Span::current();
                 if !span.is_disabled() {
                     span.record("cadence.note.attempts", attempt);
