@@ -1602,6 +1602,16 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         };
         let mut previous_delay = None;
         let mut last_error: Option<CadenceError> = None;
+        // A retry that nobody watches and nothing else decides (no hooks, breaker, predicate,
+        // budget, timeout or deadline) can drop a failed attempt's error without typing it.
+        let quiet_retry = p.retry.as_ref().filter(|r| {
+            !self.observe
+                && r.retry_if.is_none()
+                && r.budget.is_none()
+                && p.breaker.is_none()
+                && p.timeout.is_none()
+                && p.deadline.is_none()
+        });
         loop {
             let attempt = guard.attempt;
             if attempt > 1 && self.spans_wanted() {
@@ -1661,7 +1671,34 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                         }
                     };
                     match bound {
-                        None => self.attempt(n, &mut *guard.score, attempt, on_clone).await,
+                        None => {
+                            let raw = self
+                                .attempt_raw(n, &mut *guard.score, attempt, on_clone)
+                                .await;
+                            if let (Some(r), Ok(Err(e))) = (quiet_retry, &raw)
+                                && attempt < r.max_attempts
+                                && !e.is::<crate::note::Stop>()
+                                && crate::retry::marker_in(&**e).is_none()
+                            {
+                                // RET-2's default: a note error without markers is retried.
+                                let delay = r.next_delay(attempt, previous_delay, None);
+                                tracing::info!(
+                                    name: "cadence.retry",
+                                    target: "cadence",
+                                    attempt,
+                                    delay_ms = delay.as_millis() as u64,
+                                    "cadence.retry"
+                                );
+                                drop(raw);
+                                previous_delay = Some(delay);
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
+                                guard.attempt = attempt + 1;
+                                continue;
+                            }
+                            self.note_result(n, raw)
+                        }
                         Some((at, is_deadline)) => match tokio::time::timeout_at(
                             at,
                             self.attempt(n, &mut *guard.score, attempt, on_clone),
@@ -1817,7 +1854,19 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         attempt: u32,
         on_clone: bool,
     ) -> Result<Control, CadenceError> {
-        let r = match &n.body {
+        let r = self.attempt_raw(n, score, attempt, on_clone).await;
+        self.note_result(n, r)
+    }
+
+    /// One attempt, its result not yet typed (see [`note_result`](Self::note_result)).
+    async fn attempt_raw(
+        &self,
+        n: &CompiledNote<S>,
+        score: &mut S,
+        attempt: u32,
+        on_clone: bool,
+    ) -> Result<NoteResult, Panic> {
+        match &n.body {
             Body::AsyncFn(f) => {
                 let cx = self.note_context(n, attempt);
                 let cxr = &cx;
@@ -1852,8 +1901,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 };
                 self.run_blocking(n, imp, mover, score, attempt).await
             }
-        };
-        self.note_result(n, r)
+        }
     }
 
     /// Types a caught attempt result: stops recognised (NOTE-5), errors and panics given the

@@ -1204,3 +1204,78 @@ async fn reading_the_state_does_not_hide_the_half_open_transition() {
         ]
     );
 }
+
+fn bare(n: Note<u32>) -> Cadence<u32> {
+    Cadence::new("c").then("a", n).build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_without_hooks_behave_as_with_them() {
+    // RET-1…3, RET-6 on the engine's quiet retry path (no hooks, breaker, predicate, budget,
+    // timeout or deadline): same attempts, delays, markers and errors as when observed.
+    let calls = Arc::new(AtomicU32::new(0));
+    let t0 = tokio::time::Instant::now();
+    let c = bare(flaky(calls.clone(), 2, Duration::ZERO).with_retry(no_jitter(3, 10 * MS)));
+    assert_eq!(c.run(0).await.unwrap(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(t0.elapsed(), 20 * MS, "two waits of 10 ms");
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let e = bare(flaky(calls.clone(), 9, Duration::ZERO).with_retry(no_jitter(3, MS)))
+        .run(0)
+        .await
+        .unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    match &e {
+        CadenceError::RetryExhausted {
+            path,
+            attempts,
+            last,
+        } => {
+            assert_eq!((path.as_str(), *attempts), ("a", 3));
+            assert_eq!(last.to_string(), "note 'a' failed: failure 3", "{last}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (n, calls) = err_note(|| Permanent::new("card declined").into());
+    let e = bare(n.with_retry(no_jitter(5, MS)))
+        .run(0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CadenceError::Note { .. }), "{e:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "RET-3: Permanent is not retried"
+    );
+
+    let (n, calls) = err_note(|| RetryAfter::new(Duration::from_secs(3), "429").into());
+    let t0 = tokio::time::Instant::now();
+    let retry = Retry::new(3)
+        .with_backoff(Backoff::fixed(MS))
+        .with_max_delay(Duration::from_secs(2));
+    let _ = bare(n.with_retry(retry)).run(0).await.unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(4),
+        "RET-6: the hint, capped, twice"
+    );
+
+    // A stop returned as an error is a stop, not a failure to retry (NOTE-5).
+    let stops = Arc::new(AtomicU32::new(0));
+    let s2 = stops.clone();
+    let stopping = note::from_fn(move |_: &mut u32| {
+        let s2 = s2.clone();
+        Box::pin(async move {
+            s2.fetch_add(1, Ordering::SeqCst);
+            Err::<(), BoxError>(cadence_core::Stop::because("enough").into())
+        })
+    });
+    let r = bare(stopping.with_retry(no_jitter(5, MS)))
+        .run_with_report(0, RunOptions::default())
+        .await;
+    assert_eq!(r.outcome, Outcome::Stopped);
+    assert_eq!(stops.load(Ordering::SeqCst), 1);
+}

@@ -402,6 +402,11 @@ pub(crate) enum Marker {
 
 /// The first marker in `e`'s source chain (RET-3: first found wins).
 pub(crate) fn marker(e: &CadenceError) -> Option<Marker> {
+    marker_in(e)
+}
+
+/// [`marker`] of any error (for a note's own error before it is typed).
+pub(crate) fn marker_in(e: &(dyn std::error::Error + 'static)) -> Option<Marker> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<Permanent>() {
