@@ -47,18 +47,18 @@ type Panic = Box<dyn Any + Send>;
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One attempt of a note on the lean path (see `RunCtx::is_lean`), as an expression of type
-/// `Result<Flow, CadenceError>` to be used inside an `async fn` of `RunCtx`: the context lives
-/// in the caller's future, and the note's future is awaited directly, so no engine future is
-/// created per note.
+/// `Result<Flow, CadenceError>` to be used inside an `async fn` of `RunCtx`: the context `$cx`
+/// (a `NoteContext` of the caller, re-pointed at the note) lives in the caller's future, and
+/// the note's future is awaited directly, so no engine future is created per note.
 macro_rules! lean_note {
-    ($rc:expr, $n:expr, $score:expr) => {{
+    ($rc:expr, $n:expr, $score:expr, $cx:expr) => {{
         let (rc, n) = ($rc, $n);
-        let cx = rc.lean_context(n);
-        let r = match RunCtx::start_note(n, &mut *$score, &cx) {
+        $cx.path = &n.path;
+        let r = match RunCtx::start_note(n, &mut *$score, &$cx) {
             Ok(fut) => CatchUnwind::new(fut).await,
             Err(p) => Err(p),
         };
-        cx.finish();
+        $cx.next_attempt();
         match r {
             // Moved out by value: no out-of-line drop of the whole result per note.
             Ok(Ok(c)) => match c {
@@ -68,6 +68,72 @@ macro_rules! lean_note {
             other => rc.lean_outcome(n, other),
         }
     }};
+}
+
+/// One attempt of a note without policies that hooks may observe, inline like
+/// [`lean_note!`]: `note_start` (when `$announce`; a parallel member's belongs to its group),
+/// the attempt in `$span` (a `LiveSpan`), `note_end`; a drop mid-attempt reports `Cancelled`
+/// through the guard (HOOK-5, RUN-5).
+macro_rules! observed_note {
+    ($rc:expr, $n:expr, $score:expr, $cx:expr, $span:expr, $announce:expr) => {{
+        let (rc, n, span) = ($rc, $n, $span);
+        let (observe, announce) = (rc.observe, $announce);
+        if observe && announce {
+            span.in_scope(|| rc.emit(Occ::NoteStart(&n.path, 1), Some(&*$score)));
+        }
+        let mut guard = NoteGuard {
+            rc,
+            path: &n.path,
+            attempt: 1,
+            t0: observe.then(Instant::now),
+            score: &mut *$score,
+            armed: observe && announce,
+        };
+        $cx.path = &n.path;
+        let r = match RunCtx::start_note(n, &mut *guard.score, &$cx) {
+            Ok(fut) => InSpan::new(span, CatchUnwind::new(fut)).await,
+            Err(p) => Err(p),
+        };
+        $cx.next_attempt();
+        guard.armed = false;
+        let r = rc.note_result(n, r);
+        if observe {
+            span.in_scope(|| {
+                rc.emit(
+                    Occ::NoteEnd(&n.path, 1, elapsed(guard.t0), &note_outcome(&r)),
+                    Some(&*guard.score),
+                )
+            });
+        }
+        let flow = r.map(|c| flow_of(n, c));
+        if let Some(span) = span.get() {
+            record_note_span(span, &flow);
+        }
+        flow
+    }};
+}
+
+/// How an attempt ended, as `on_note_end` reports it.
+#[inline]
+fn note_outcome(r: &Result<Control, CadenceError>) -> NoteOutcome<'_> {
+    match r {
+        Ok(Control::Continue) => NoteOutcome::Succeeded,
+        Ok(Control::Stop(_)) => NoteOutcome::Stopped,
+        Err(e) => NoteOutcome::Failed(e),
+    }
+}
+
+/// A note's control as the flow of its measure; a stop keeps the note's path relative to its
+/// cadence, as hooks and events use (cadence, path) (GEN-2).
+#[inline]
+fn flow_of<S>(n: &CompiledNote<S>, c: Control) -> Flow {
+    match c {
+        Control::Continue => Flow::Continue,
+        Control::Stop(reason) => Flow::Stop {
+            path: n.path.to_string(),
+            reason,
+        },
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -103,6 +169,12 @@ impl<F: Future> Future for CatchUnwind<F> {
 pub(crate) struct LiveSpan(Option<Box<tracing::Span>>);
 
 impl LiveSpan {
+    /// No span (nobody would record one).
+    #[inline]
+    pub(crate) const fn none() -> Self {
+        LiveSpan(None)
+    }
+
     #[inline]
     pub(crate) fn new(span: tracing::Span) -> Self {
         if span.is_disabled() {
@@ -810,7 +882,10 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             }
             let r = match &m.body {
                 // Nobody observes the measure: its note on the lean path, inline.
-                MeasureBody::Note(n) if self.is_lean(n) => lean_note!(self, n, score),
+                MeasureBody::Note(n) if self.is_lean(n) => {
+                    let mut cx = self.lean_context(n);
+                    lean_note!(self, n, score, cx)
+                }
                 // Nobody observes the measure and its note has policies: straight to them,
                 // in one allocation.
                 MeasureBody::Note(n) if !n.fast && !self.observe && self.ckpt.is_none() => {
@@ -1045,7 +1120,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             // Every member on the lean path: the smallest member future there is.
             let set: FuturesUnordered<_> = members
                 .map(|(j, mut clone)| async move {
-                    let r = lean_note!(self, &notes[j], &mut clone);
+                    let n = &notes[j];
+                    let mut cx = self.lean_context(n);
+                    let r = lean_note!(self, n, &mut clone, cx);
                     (j, clone, r)
                 })
                 .collect();
@@ -1179,58 +1256,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         // twin): no note future nested in this one, and one context for the whole sequence,
         // pointed at each note in turn.
         let mut cx = self.lean_context(first);
+        let no_span = LiveSpan::none();
         for n in notes {
             let flow = if n.fast && self.observe {
-                // HOOK-5 as on the full path: start, the attempt, end; a drop mid-attempt
-                // reports `Cancelled` through the guard.
-                self.emit(Occ::NoteStart(&n.path, 1), Some(&*score));
-                let mut guard = NoteGuard {
-                    rc: self,
-                    path: &n.path,
-                    attempt: 1,
-                    t0: Some(Instant::now()),
-                    score: &mut *score,
-                    armed: true,
-                };
-                cx.path = &n.path;
-                let r = match Self::start_note(n, &mut *guard.score, &cx) {
-                    Ok(fut) => CatchUnwind::new(fut).await,
-                    Err(p) => Err(p),
-                };
-                cx.next_attempt();
-                guard.armed = false;
-                let r = self.note_result(n, r);
-                let outcome = match &r {
-                    Ok(Control::Continue) => NoteOutcome::Succeeded,
-                    Ok(Control::Stop(_)) => NoteOutcome::Stopped,
-                    Err(e) => NoteOutcome::Failed(e),
-                };
-                self.emit(
-                    Occ::NoteEnd(&n.path, 1, elapsed(guard.t0), &outcome),
-                    Some(&*guard.score),
-                );
-                match r? {
-                    Control::Continue => Flow::Continue,
-                    Control::Stop(reason) => Flow::Stop {
-                        path: n.path.to_string(),
-                        reason,
-                    },
-                }
+                observed_note!(self, n, score, cx, &no_span, true)?
             } else if n.fast {
-                cx.path = &n.path;
-                let r = match Self::start_note(n, &mut *score, &cx) {
-                    Ok(fut) => CatchUnwind::new(fut).await,
-                    Err(p) => Err(p),
-                };
-                cx.next_attempt();
-                match r {
-                    // Moved out by value: no out-of-line drop of the whole result per note.
-                    Ok(Ok(c)) => match c {
-                        Control::Continue => Flow::Continue,
-                        c => self.lean_outcome(n, Ok(Ok(c)))?,
-                    },
-                    other => self.lean_outcome(n, other)?,
-                }
+                lean_note!(self, n, score, cx)?
             } else {
                 self.exec_note(n, score).await?
             };
@@ -1306,67 +1337,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             return self.exec_note_spanned(n, score, member).await;
         }
         if self.is_lean(n) {
-            return lean_note!(self, n, score);
+            let mut cx = self.lean_context(n);
+            return lean_note!(self, n, score, cx);
         }
         let span = LiveSpan::new(self.note_span(n));
-        if self.observe && member.is_none() {
-            span.in_scope(|| self.emit(Occ::NoteStart(&n.path, 1), Some(&*score)));
-        }
-        let mut guard = NoteGuard {
-            rc: self,
-            path: &n.path,
-            attempt: 1,
-            t0: self.observe.then(Instant::now),
-            score,
-            armed: self.observe && member.is_none(),
-        };
-        let cx = self.note_context(n, 1);
-        let r = {
-            let (s, cxr) = (&mut *guard.score, &cx);
-            let started = catch_unwind(AssertUnwindSafe(move || {
-                let s = s;
-                match &n.body {
-                    Body::AsyncFn(f) => Some(f(s, cxr)),
-                    Body::Async(b) => Some(b.call(s, cxr)),
-                    Body::Blocking { .. } => None,
-                }
-            }));
-            match started {
-                Ok(Some(fut)) => InSpan::new(&span, CatchUnwind::new(fut)).await,
-                Ok(None) => Ok(Err("a blocking note cannot take the fast path".into())),
-                Err(p) => Err(p),
-            }
-        };
-        cx.finish();
-        drop(cx);
-        guard.armed = false;
-        let r = self.note_result(n, r);
-        if self.observe {
-            let outcome = match &r {
-                Ok(Control::Continue) => NoteOutcome::Succeeded,
-                Ok(Control::Stop(_)) => NoteOutcome::Stopped,
-                Err(e) => NoteOutcome::Failed(e),
-            };
-            span.in_scope(|| {
-                self.emit(
-                    Occ::NoteEnd(&n.path, 1, elapsed(guard.t0), &outcome),
-                    Some(&*guard.score),
-                )
-            });
-        }
-        let flow = match r {
-            Ok(Control::Continue) => Ok(Flow::Continue),
-            // Relative to this cadence: hooks and events use (cadence, path) (GEN-2).
-            Ok(Control::Stop(reason)) => Ok(Flow::Stop {
-                path: n.path.to_string(),
-                reason,
-            }),
-            Err(e) => Err(e),
-        };
-        if let Some(span) = span.get() {
-            record_note_span(span, &flow);
-        }
-        flow
+        let mut cx = self.note_context(n, 1);
+        observed_note!(self, n, score, cx, &span, member.is_none())
     }
 
     /// Whether a `cadence.note` span could be recorded right now (a subscriber is installed
@@ -1431,14 +1407,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         n: &CompiledNote<S>,
         r: Result<NoteResult, Panic>,
     ) -> Result<Flow, CadenceError> {
-        match self.note_result(n, r) {
-            Ok(Control::Continue) => Ok(Flow::Continue),
-            Ok(Control::Stop(reason)) => Ok(Flow::Stop {
-                path: n.path.to_string(),
-                reason,
-            }),
-            Err(e) => Err(e),
-        }
+        self.note_result(n, r).map(|c| flow_of(n, c))
     }
 
     fn note_span(&self, n: &CompiledNote<S>) -> tracing::Span {
@@ -1496,15 +1465,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 (r, _) => r,
             }
         };
-        match r {
-            Ok(Control::Continue) => Ok(Flow::Continue),
-            // Relative to this cadence: hooks and events use (cadence, path) (GEN-2).
-            Ok(Control::Stop(reason)) => Ok(Flow::Stop {
-                path: n.path.to_string(),
-                reason,
-            }),
-            Err(e) => Err(e),
-        }
+        r.map(|c| flow_of(n, c))
     }
 
     /// A note without policies: one attempt, reported (HOOK-5).
@@ -1529,13 +1490,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let r = self.attempt(n, &mut *guard.score, 1, false).await;
         guard.armed = false;
         if self.observe {
-            let outcome = match &r {
-                Ok(Control::Continue) => NoteOutcome::Succeeded,
-                Ok(Control::Stop(_)) => NoteOutcome::Stopped,
-                Err(e) => NoteOutcome::Failed(e),
-            };
             self.emit(
-                Occ::NoteEnd(&n.path, 1, elapsed(t0), &outcome),
+                Occ::NoteEnd(&n.path, 1, elapsed(t0), &note_outcome(&r)),
                 Some(&*guard.score),
             );
         }
@@ -1867,26 +1823,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         on_clone: bool,
     ) -> Result<NoteResult, Panic> {
         match &n.body {
-            Body::AsyncFn(f) => {
+            Body::AsyncFn(_) | Body::Async(_) => {
                 let cx = self.note_context(n, attempt);
-                let cxr = &cx;
-                let r = match catch_unwind(AssertUnwindSafe(move || {
-                    let score = score;
-                    f(score, cxr)
-                })) {
-                    Ok(fut) => CatchUnwind::new(fut).await,
-                    Err(p) => Err(p),
-                };
-                cx.finish();
-                r
-            }
-            Body::Async(b) => {
-                let cx = self.note_context(n, attempt);
-                let cxr = &cx;
-                let r = match catch_unwind(AssertUnwindSafe(move || {
-                    let score = score;
-                    b.call(score, cxr)
-                })) {
+                let r = match Self::start_note(n, score, &cx) {
                     Ok(fut) => CatchUnwind::new(fut).await,
                     Err(p) => Err(p),
                 };
