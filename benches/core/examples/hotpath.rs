@@ -11,50 +11,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use cadence_bench_core::fixtures::{Small, bump, bump_note, flaky_note};
 use cadence_core::circuit_breaker::CircuitBreaker;
-use cadence_core::note::NoteFuture;
 use cadence_core::retry::{Backoff, Jitter, Retry};
-use cadence_core::{BoxError, Cadence, Control, Hook, MergeStrategy, Note, NoteContext, Score};
-
-#[derive(Debug, Clone, Default, PartialEq, Score)]
-struct Small {
-    counter: u64,
-    name: String,
-    tags: Vec<String>,
-}
-
-async fn bump(s: &mut Small) -> Result<(), BoxError> {
-    s.counter = black_box(s.counter + 1);
-    Ok(())
-}
-
-fn bump_note() -> Note<Small> {
-    fn call<'a>(s: &'a mut Small, _cx: &'a NoteContext<'a>) -> NoteFuture<'a> {
-        Box::pin(async move {
-            bump(s).await?;
-            Ok(Control::Continue)
-        })
-    }
-    Note::__from_macro("bump", call, None)
-}
-
-async fn twice_then_ok(s: &mut Small) -> Result<(), BoxError> {
-    s.counter += 1;
-    if !s.counter.is_multiple_of(3) {
-        return Err("transient".into());
-    }
-    Ok(())
-}
-
-fn flaky_note() -> Note<Small> {
-    fn call<'a>(s: &'a mut Small, _cx: &'a NoteContext<'a>) -> NoteFuture<'a> {
-        Box::pin(async move {
-            twice_then_ok(s).await?;
-            Ok(Control::Continue)
-        })
-    }
-    Note::__from_macro("flaky", call, None)
-}
+use cadence_core::{BoxError, Cadence, Control, Hook, MergeStrategy};
 
 struct Noop;
 impl Hook<Small> for Noop {}

@@ -1,8 +1,6 @@
 //! Figures of the engine's hot path: `core.seq_note`, `core.run3`, `core.mem_per_run`,
-//! `core.sync1000`, `core.sync_sleep100`, `core.retry3` and `core.policy_note`.
-//!
-//! Notes are built the way `#[note]` builds them (one function pointer, one boxed future per
-//! call), so the figures measure the engine, not closure plumbing.
+//! `core.sync1000`, `core.sync_sleep100`, `core.retry3` and `core.policy_note`, over the score
+//! and notes of [`crate::fixtures`].
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -12,37 +10,13 @@ use std::time::{Duration, Instant};
 use cadence_core::circuit_breaker::CircuitBreaker;
 use cadence_core::note::NoteFuture;
 use cadence_core::retry::{Backoff, Jitter, Retry};
-use cadence_core::{BoxError, Cadence, Control, MergeStrategy, Note, NoteContext, Score, note};
+use cadence_core::{BoxError, Cadence, Control, MergeStrategy, Note, NoteContext, note};
 
+use crate::fixtures::{Small, bump, bump_note, flaky_note, twice_then_ok};
 use crate::harness::{
     Config, CountingAlloc, Outcome, current_thread_runtime, interleave_async,
     interleave_async_with, interleave_async_with_on,
 };
-
-/// A small score, as a service would carry.
-#[derive(Debug, Clone, Default, PartialEq, Score)]
-pub(crate) struct Small {
-    counter: u64,
-    name: String,
-    tags: Vec<String>,
-}
-
-/// The hand-written baseline note: an `async fn` over `&mut S`.
-async fn bump(s: &mut Small) -> Result<(), BoxError> {
-    s.counter = black_box(s.counter + 1);
-    Ok(())
-}
-
-/// What `#[note] async fn bump(..)` expands to.
-fn bump_note() -> Note<Small> {
-    fn call<'a>(s: &'a mut Small, _cx: &'a NoteContext<'a>) -> NoteFuture<'a> {
-        Box::pin(async move {
-            bump(s).await?;
-            Ok(Control::Continue)
-        })
-    }
-    Note::__from_macro("bump", call, None)
-}
 
 fn sequence_of(n: usize) -> Cadence<Small> {
     Cadence::new("seq")
@@ -293,22 +267,6 @@ pub(crate) fn sync_sleep100(config: &Config) -> Outcome {
 /// `core.retry3`: per run, one note failing twice then succeeding, zero delay, against a
 /// hand-written retry loop.
 pub(crate) fn retry3(config: &Config) -> Outcome {
-    async fn twice_then_ok(s: &mut Small) -> Result<(), BoxError> {
-        s.counter += 1;
-        if !s.counter.is_multiple_of(3) {
-            return Err("transient".into());
-        }
-        Ok(())
-    }
-    fn flaky_note() -> Note<Small> {
-        fn call<'a>(s: &'a mut Small, _cx: &'a NoteContext<'a>) -> NoteFuture<'a> {
-            Box::pin(async move {
-                twice_then_ok(s).await?;
-                Ok(Control::Continue)
-            })
-        }
-        Note::__from_macro("flaky", call, None)
-    }
     let cadence = Cadence::new("retry")
         .then(
             "flaky",

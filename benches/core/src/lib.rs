@@ -3,6 +3,7 @@
 //!
 //! - [`harness`]: goals, interleaved measurement, output format, counting allocator;
 //! - [`figures`]: the registry, and how to add a figure;
+//! - [`fixtures`]: the score and notes of the engine figures (also used by `examples/hotpath.rs`);
 //! - [`cli`]: the command line of every bench binary (this one and the adapters' bench crates).
 
 #![deny(unsafe_code)]
@@ -12,6 +13,7 @@ pub mod cli;
 mod emitter;
 mod engine;
 pub mod figures;
+pub mod fixtures;
 pub mod harness;
 
 /// The unit tests count allocations too (the bench binary installs its own).
