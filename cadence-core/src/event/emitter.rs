@@ -799,33 +799,25 @@ impl EventEmitter {
 
     /// Reports unreported drops if the queue has room now (EVT-6).
     fn report_drops(&self) {
-        let shared = &self.inner.shared;
-        let Ok(permit) = self.inner.tx.try_reserve() else {
-            return;
-        };
-        let count = shared.unreported.swap(0, Ordering::AcqRel);
-        if count == 0 {
-            return;
-        }
-        let event = self.dropped_event(count);
-        let interest = shared.interest.load(Ordering::Acquire);
-        if interest & sync_bit(kind::EVENTS_DROPPED) != 0 {
-            self.run_sync(kind::EVENTS_DROPPED, &event);
-        }
-        if interest & queue_bit(kind::EVENTS_DROPPED) != 0 {
-            permit.send(Msg::Event(event));
+        if let Ok(permit) = self.inner.tx.try_reserve() {
+            self.send_drops(permit);
         }
     }
 
     /// Reports unreported drops, waiting for room in the queue.
     async fn report_drops_waiting(&self) {
-        let shared = &self.inner.shared;
-        if shared.unreported.load(Ordering::Relaxed) == 0 {
+        if self.inner.shared.unreported.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let Ok(permit) = self.inner.tx.reserve().await else {
-            return;
-        };
+        if let Ok(permit) = self.inner.tx.reserve().await {
+            self.send_drops(permit);
+        }
+    }
+
+    /// With room in the queue reserved: takes the unreported drop count and, if any, reports
+    /// it as one `events.dropped` event to the listeners that want it.
+    fn send_drops(&self, permit: tokio::sync::mpsc::Permit<'_, Msg>) {
+        let shared = &self.inner.shared;
         let count = shared.unreported.swap(0, Ordering::AcqRel);
         if count == 0 {
             return;
