@@ -1070,3 +1070,39 @@ async fn hooks_are_called_only_for_what_their_run_tree_wants() {
     assert!(i.contains(HookMethod::NoteEnd) && !i.contains(HookMethod::NoteStart));
     assert_eq!(<() as Hook<Log>>::interest(&()), Interest::NONE);
 }
+
+#[tokio::test]
+async fn notes_run_inside_their_note_span_without_hooks() {
+    // OTEL-1: with a subscriber and no hooks (the engine's lean path is off only because a
+    // span would be recorded), spans opened inside a note nest under its `cadence.note`, in
+    // `then` measures, sequences and parallel members alike.
+    #[derive(Debug, Clone, Default, PartialEq, cadence_core::Score)]
+    struct Probe {
+        n: u32,
+    }
+    install_capturing_subscriber();
+    let seen = Shared::new();
+    let probe = |seen: &Shared| {
+        let seen = seen.clone();
+        note::from_fn(move |p: &mut Probe| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                seen.push(current_span());
+                p.n += 1;
+                Ok::<_, BoxError>(())
+            })
+        })
+    };
+    let c = Cadence::<Probe>::new("otel")
+        .then("a", probe(&seen))
+        .sequence("s", [probe(&seen)])
+        .sync_with(
+            "g",
+            [probe(&seen), probe(&seen)],
+            cadence_core::MergeStrategy::LastWriteWins,
+        )
+        .build()
+        .unwrap();
+    c.run(Probe::default()).await.unwrap();
+    assert_eq!(seen.get(), ["cadence.note"; 4]);
+}
