@@ -46,20 +46,28 @@ use futures_util::stream::FuturesUnordered;
 type Panic = Box<dyn Any + Send>;
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// One attempt of a note on the lean path (see `RunCtx::is_lean`), as an expression of type
-/// `Result<Flow, CadenceError>` to be used inside an `async fn` of `RunCtx`: the context `$cx`
-/// (a `NoteContext` of the caller, re-pointed at the note) lives in the caller's future, and
-/// the note's future is awaited directly, so no engine future is created per note.
-macro_rules! lean_note {
-    ($rc:expr, $n:expr, $score:expr, $cx:expr) => {{
-        let (rc, n) = ($rc, $n);
+/// One attempt of a note on the lean path (see `RunCtx::is_lean`), as its raw result
+/// (`Result<NoteResult, Panic>`), inside an `async fn` of `RunCtx`: the context `$cx` (a
+/// `NoteContext` of the caller, re-pointed at the note) lives in the caller's future, and the
+/// note's future is awaited directly, so no engine future is created per note.
+macro_rules! lean_attempt {
+    ($n:expr, $score:expr, $cx:expr) => {{
+        let n = $n;
         $cx.path = &n.path;
         let r = match RunCtx::start_note(n, &mut *$score, &$cx) {
             Ok(fut) => CatchUnwind::new(fut).await,
             Err(p) => Err(p),
         };
         $cx.next_attempt();
-        match r {
+        r
+    }};
+}
+
+/// [`lean_attempt!`] as a `Result<Flow, CadenceError>`.
+macro_rules! lean_note {
+    ($rc:expr, $n:expr, $score:expr, $cx:expr) => {{
+        let (rc, n) = ($rc, $n);
+        match lean_attempt!(n, $score, $cx) {
             // Moved out by value: no out-of-line drop of the whole result per note.
             Ok(Ok(c)) => match c {
                 Control::Continue => Ok(Flow::Continue),
@@ -71,9 +79,9 @@ macro_rules! lean_note {
 }
 
 /// One attempt of a note without policies that hooks may observe, inline like
-/// [`lean_note!`]: `note_start` (when `$announce`; a parallel member's belongs to its group),
-/// the attempt in `$span` (a `LiveSpan`), `note_end`; a drop mid-attempt reports `Cancelled`
-/// through the guard (HOOK-5, RUN-5).
+/// [`lean_note!`], as a `Result<Control, CadenceError>`: `note_start` (when `$announce`; a
+/// parallel member's belongs to its group), the attempt in `$span` (a `LiveSpan`), `note_end`;
+/// a drop mid-attempt reports `Cancelled` through the guard (HOOK-5, RUN-5).
 macro_rules! observed_note {
     ($rc:expr, $n:expr, $score:expr, $cx:expr, $span:expr, $announce:expr) => {{
         let (rc, n, span) = ($rc, $n, $span);
@@ -105,11 +113,7 @@ macro_rules! observed_note {
                 )
             });
         }
-        let flow = r.map(|c| flow_of(n, c));
-        if let Some(span) = span.get() {
-            record_note_span(span, &flow);
-        }
-        flow
+        r
     }};
 }
 
@@ -1259,9 +1263,17 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let no_span = LiveSpan::none();
         for n in notes {
             let flow = if n.fast && self.observe {
-                observed_note!(self, n, score, cx, &no_span, true)?
+                flow_of(n, observed_note!(self, n, score, cx, &no_span, true)?)
             } else if n.fast {
-                lean_note!(self, n, score, cx)?
+                // As `lean_note!`, with the error returned from here: the common case then
+                // moves no `Result` through the loop.
+                match lean_attempt!(n, score, cx) {
+                    Ok(Ok(c)) => match c {
+                        Control::Continue => Flow::Continue,
+                        c => self.lean_outcome(n, Ok(Ok(c)))?,
+                    },
+                    other => self.lean_outcome(n, other)?,
+                }
             } else {
                 self.exec_note(n, score).await?
             };
@@ -1342,7 +1354,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         }
         let span = LiveSpan::new(self.note_span(n));
         let mut cx = self.note_context(n, 1);
-        observed_note!(self, n, score, cx, &span, member.is_none())
+        let flow =
+            observed_note!(self, n, score, cx, &span, member.is_none()).map(|c| flow_of(n, c));
+        if let Some(span) = span.get() {
+            record_note_span(span, &flow);
+        }
+        flow
     }
 
     /// Whether a `cadence.note` span could be recorded right now (a subscriber is installed
