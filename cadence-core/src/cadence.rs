@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::builder::CadenceBuilder;
 use crate::checkpoint::session::{CheckpointRunOptions, Checkpointing, RunFlags};
+use crate::clock::RunTree;
 use crate::cond::{Condition, Selector};
 use crate::describe::Description;
 use crate::engine::{End, Flow, ParentLink, RunCtx};
@@ -304,7 +305,7 @@ impl<S: Send + 'static> Cadence<S> {
                 // RUN-2: before any hook.
                 return (score, run_id, End::failed(*e), flags);
             }
-            let seq = AtomicU64::new(0);
+            let tree = RunTree::default();
             let end = {
                 let rc = RunCtx {
                     inner: &self.inner,
@@ -316,7 +317,7 @@ impl<S: Send + 'static> Cadence<S> {
                         prefix: None,
                         token: cancellation.as_ref(),
                     },
-                    seq: &seq,
+                    tree: &tree,
                     upstream: None,
                     observe: self.inner.interest != Interest::NONE,
                     interest: self.inner.interest,
@@ -420,7 +421,7 @@ where
                         prefix: Some(&prefix),
                         token: rc.info.token,
                     },
-                    seq: rc.seq,
+                    tree: rc.tree,
                     upstream: Some(&link),
                     observe: rc.observe || self.cadence.inner.interest != Interest::NONE,
                     interest: rc.interest.union(self.cadence.inner.interest),

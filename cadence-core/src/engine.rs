@@ -26,6 +26,7 @@ use crate::checkpoint::session::{
     CheckpointRunOptions, Checkpointing, Finished, Opened, RunFlags, Session,
 };
 use crate::checkpoint::{OnCheckpointError, RecordStatus};
+use crate::clock::RunTree;
 use crate::cond::EvalFn;
 use crate::error::CheckpointErrorKind;
 use crate::error::TimeoutScope;
@@ -106,10 +107,12 @@ macro_rules! observed_note {
         guard.armed = false;
         let r = rc.note_result(n, r);
         if observe {
+            let (d, now) = lap(guard.t0);
             span.in_scope(|| {
-                rc.emit(
-                    Occ::NoteEnd(&n.path, 1, elapsed(guard.t0), &note_outcome(&r)),
+                rc.emit_at(
+                    Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r)),
                     Some(&*guard.score),
+                    now,
                 )
             });
         }
@@ -455,8 +458,8 @@ pub(crate) struct RunCtx<'r, S> {
     pub(crate) inner: &'r Inner<S>,
     /// Who this run is, as notes see it.
     pub(crate) info: RunInfo<'r>,
-    /// The run tree's occurrence counter (EVT-3), owned by the root run.
-    pub(crate) seq: &'r AtomicU64,
+    /// The run tree's occurrence counter (EVT-3) and wall-clock anchor, owned by the root run.
+    pub(crate) tree: &'r RunTree,
     pub(crate) upstream: Option<&'r dyn Upstream>,
     /// Whether any hook in the run tree will see this run's occurrences.
     pub(crate) observe: bool,
@@ -476,8 +479,17 @@ impl<S> Clone for RunCtx<'_, S> {
 
 impl<S> Copy for RunCtx<'_, S> {}
 
-fn elapsed(t0: Option<Instant>) -> Duration {
-    t0.map(|t| t.elapsed()).unwrap_or_default()
+/// The time since `t0` and the reading it was measured at (which also dates the occurrence
+/// that reports it: see [`HookContext::at`]).
+#[inline]
+fn lap(t0: Option<Instant>) -> (Duration, Option<Instant>) {
+    match t0 {
+        Some(t0) => {
+            let now = Instant::now();
+            (now.saturating_duration_since(t0), Some(now))
+        }
+        None => (Duration::ZERO, None),
+    }
 }
 
 /// Reports `on_cadence_end(Cancelled)` if the run future is dropped mid-run (RUN-5).
@@ -491,9 +503,11 @@ struct RunGuard<'a, 'r, S> {
 impl<S> Drop for RunGuard<'_, '_, S> {
     fn drop(&mut self) {
         if self.armed {
-            self.rc.emit(
-                Occ::CadenceEnd(elapsed(self.t0), &RunOutcome::Cancelled),
+            let (d, now) = lap(self.t0);
+            self.rc.emit_at(
+                Occ::CadenceEnd(d, &RunOutcome::Cancelled),
                 Some(&*self.score),
+                now,
             );
         }
     }
@@ -510,9 +524,11 @@ struct MeasureGuard<'a, 'r, S> {
 impl<S> Drop for MeasureGuard<'_, '_, S> {
     fn drop(&mut self) {
         if self.armed {
-            self.rc.emit(
-                Occ::MeasureEnd(self.path, elapsed(self.t0), &MeasureOutcome::Cancelled),
+            let (d, now) = lap(self.t0);
+            self.rc.emit_at(
+                Occ::MeasureEnd(self.path, d, &MeasureOutcome::Cancelled),
                 None,
+                now,
             );
         }
     }
@@ -538,13 +554,14 @@ impl<S> GroupGuard<'_, '_, S> {
             return;
         }
         self.armed = false;
-        let d = elapsed(self.t0);
+        let (d, now) = lap(self.t0);
         for (j, n) in self.notes.iter().enumerate() {
             if !self.finished[j] {
                 let attempt = self.attempts[j].load(Ordering::Relaxed);
-                self.rc.emit(
+                self.rc.emit_at(
                     Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Cancelled),
                     Some(&*self.live),
+                    now,
                 );
             }
         }
@@ -571,14 +588,11 @@ struct NoteGuard<'a, 'r, S> {
 impl<S> Drop for NoteGuard<'_, '_, S> {
     fn drop(&mut self) {
         if self.armed {
-            self.rc.emit(
-                Occ::NoteEnd(
-                    self.path,
-                    self.attempt,
-                    elapsed(self.t0),
-                    &NoteOutcome::Cancelled,
-                ),
+            let (d, now) = lap(self.t0);
+            self.rc.emit_at(
+                Occ::NoteEnd(self.path, self.attempt, d, &NoteOutcome::Cancelled),
                 Some(&*self.score),
+                now,
             );
         }
     }
@@ -588,20 +602,28 @@ impl<'r, S> RunCtx<'r, S> {
     /// Delivers one occurrence to the ancestors' hooks, then this cadence's hooks.
     #[inline]
     pub(crate) fn emit(&self, occ: Occ<'_>, score: Option<&S>) {
+        self.emit_at(occ, score, None);
+    }
+
+    /// [`emit`](Self::emit) of an occurrence the engine read tokio's clock for (`now`).
+    #[inline(always)]
+    pub(crate) fn emit_at(&self, occ: Occ<'_>, score: Option<&S>, now: Option<Instant>) {
         if self.observe && self.interest.contains(occ.hook_method()) {
-            self.emit_slow(&occ, score);
+            self.emit_slow(&occ, score, now);
         }
     }
 
     #[inline(never)]
-    fn emit_slow(&self, occ: &Occ<'_>, score: Option<&S>) {
+    fn emit_slow(&self, occ: &Occ<'_>, score: Option<&S>, now: Option<Instant>) {
         let cx = HookContext {
             run_id: self.info.run_id.get(),
             root_run_id: self.info.root_run_id.get(),
             parent_run_id: self.info.parent_run_id.map(RunId::get),
             cadence: self.info.cadence,
-            seq: next_seq(self.seq),
+            seq: next_seq(&self.tree.seq),
             at: OnceCell::new(),
+            tree: Some(self.tree),
+            now,
             resumed: self
                 .flags
                 .is_some_and(|f| f.resumed.load(Ordering::Relaxed)),
@@ -652,9 +674,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
             };
             guard.armed = false;
-            self.emit(
-                Occ::CadenceEnd(elapsed(guard.t0), &end.as_outcome()),
+            let (d, now) = lap(guard.t0);
+            self.emit_at(
+                Occ::CadenceEnd(d, &end.as_outcome()),
                 Some(&*guard.score),
+                now,
             );
             end
         };
@@ -863,9 +887,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
             }
             guard.armed = false;
-            self.emit(
-                Occ::CadenceEnd(elapsed(t0), &end.as_outcome()),
+            let (d, now) = lap(t0);
+            self.emit_at(
+                Occ::CadenceEnd(d, &end.as_outcome()),
                 Some(&*guard.score),
+                now,
             );
             end
         };
@@ -1009,7 +1035,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             Err(CadenceError::Cancelled) => MeasureOutcome::Cancelled,
             Err(e) => MeasureOutcome::Failed(e),
         };
-        self.emit(Occ::MeasureEnd(&m.path, elapsed(guard.t0), &outcome), None);
+        let (d, now) = lap(guard.t0);
+        self.emit_at(Occ::MeasureEnd(&m.path, d, &outcome), None, now);
         r
     }
 
@@ -1507,9 +1534,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let r = self.attempt(n, &mut *guard.score, 1, false).await;
         guard.armed = false;
         if self.observe {
-            self.emit(
-                Occ::NoteEnd(&n.path, 1, elapsed(t0), &note_outcome(&r)),
+            let (d, now) = lap(t0);
+            self.emit_at(
+                Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r)),
                 Some(&*guard.score),
+                now,
             );
         }
         r
@@ -1718,9 +1747,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     } else {
                         NoteOutcome::Succeeded
                     };
-                    self.emit(
-                        Occ::NoteEnd(&n.path, attempt, elapsed(t0), &outcome),
+                    let (d, now) = lap(t0);
+                    self.emit_at(
+                        Occ::NoteEnd(&n.path, attempt, d, &outcome),
                         Some(&*guard.score),
+                        now,
                     );
                     return Ok(control);
                 }
@@ -1749,14 +1780,16 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                                 Some(self.deadline_error(n, deadline, Some(error)))
                             }
                             _ => {
-                                self.emit(
+                                let (d, now) = lap(t0);
+                                self.emit_at(
                                     Occ::NoteEnd(
                                         &n.path,
                                         attempt,
-                                        elapsed(t0),
+                                        d,
                                         &NoteOutcome::WillRetry(&error),
                                     ),
                                     Some(&*guard.score),
+                                    now,
                                 );
                                 self.emit(Occ::Retry(&n.path, attempt, delay, &error), None);
                                 tracing::info!(
@@ -1781,9 +1814,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 _ => Some(error),
             };
             if let Some(e) = final_error {
-                self.emit(
-                    Occ::NoteEnd(&n.path, attempt, elapsed(t0), &NoteOutcome::Failed(&e)),
+                let (d, now) = lap(t0);
+                self.emit_at(
+                    Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Failed(&e)),
                     Some(&*guard.score),
+                    now,
                 );
                 return Err(e);
             }
@@ -2045,7 +2080,7 @@ mod size_tests {
             .build()
             .unwrap();
         let id = RunId::lazy();
-        let seq = AtomicU64::new(0);
+        let tree = crate::clock::RunTree::default();
         let rc = RunCtx {
             inner: &c.inner,
             info: RunInfo {
@@ -2056,7 +2091,7 @@ mod size_tests {
                 prefix: None,
                 token: None,
             },
-            seq: &seq,
+            tree: &tree,
             upstream: None,
             observe: false,
             interest: Interest::NONE,

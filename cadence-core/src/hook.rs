@@ -44,6 +44,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
+use crate::clock::{RunTree, wall_now};
 use crate::error::{CadenceError, panic_message};
 use crate::policy::circuit_breaker::CircuitState;
 
@@ -59,6 +62,10 @@ pub struct HookContext<'a> {
     pub(crate) cadence: &'a str,
     pub(crate) seq: u64,
     pub(crate) at: OnceCell<SystemTime>,
+    /// The run tree (for its wall-clock anchor), when the engine made this context.
+    pub(crate) tree: Option<&'a RunTree>,
+    /// The engine's reading of tokio's clock at the occurrence, when it made one.
+    pub(crate) now: Option<Instant>,
     pub(crate) resumed: bool,
     pub(crate) replayed: bool,
 }
@@ -73,6 +80,8 @@ impl<'a> HookContext<'a> {
             cadence,
             seq,
             at: OnceCell::new(),
+            tree: None,
+            now: None,
             resumed: false,
             replayed: false,
         }
@@ -127,10 +136,26 @@ impl<'a> HookContext<'a> {
         self.seq
     }
 
-    /// Wall-clock time of the occurrence, read once on first use and then shared by every
-    /// hook of the occurrence (reading the clock costs ≈ 20 ns, so it is not read unless asked).
+    /// Wall-clock time (UTC) of the occurrence, to the microsecond: worked out on first use
+    /// and then shared by every hook of the occurrence.
+    ///
+    /// In a run, this is the wall-clock time at which the run tree began plus the time elapsed
+    /// since on tokio's clock, from the engine's own reading when it measured a duration (so
+    /// it costs no clock read of its own). Times of one run tree therefore never go backwards
+    /// and are spaced exactly as the durations say — `at` of a `note_end` minus `at` of its
+    /// `note_start` is the note's duration — and on paused tokio time they advance with the
+    /// paused clock. A context made with [`HookContext::new`] reads the wall clock.
+    ///
+    /// ```
+    /// # use cadence_core::HookContext;
+    /// let cx = HookContext::new("r1", "checkout", 0);
+    /// assert_eq!(cx.at(), cx.at());
+    /// ```
     pub fn at(&self) -> SystemTime {
-        *self.at.get_or_init(SystemTime::now)
+        *self.at.get_or_init(|| match self.tree {
+            Some(tree) => tree.anchor().at(self.now),
+            None => wall_now(),
+        })
     }
 }
 

@@ -61,6 +61,7 @@
 pub mod builder;
 mod cadence;
 pub mod checkpoint;
+mod clock;
 pub mod cond;
 pub mod describe;
 mod engine;

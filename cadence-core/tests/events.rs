@@ -212,15 +212,30 @@ async fn evt1_a_real_run_round_trips_losslessly_with_utc_timestamps_and_seconds(
         assert_eq!(at.len(), "2026-05-01T12:00:00.000123Z".len(), "{at}");
         assert!(at.ends_with('Z') && at.as_bytes()[19] == b'.', "{at}");
         assert_eq!(parse_timestamp(&at).unwrap(), e.at);
-        let age = SystemTime::now().duration_since(e.at).unwrap();
-        assert!(age < Duration::from_secs(60), "a wall-clock time");
+        // The run began on the wall clock; on paused time, `at` advances with tokio's clock.
+        let off = match SystemTime::now().duration_since(e.at) {
+            Ok(d) => d,
+            Err(ahead) => ahead.duration(),
+        };
+        assert!(off < Duration::from_secs(60), "a wall-clock time");
     }
+    // GEN-3: times are spaced as durations say, and never go backwards within a run.
+    assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
+    let started = events
+        .iter()
+        .find(|e| e.name() == "note.started" && e.path() == Some("nap"))
+        .unwrap();
     // Durations are seconds as f64.
     let nap = events
         .iter()
         .find(|e| e.name() == "note.completed" && e.path() == Some("nap"))
         .unwrap();
     assert_eq!(to_json(nap)["duration"], json!(0.01));
+    assert_eq!(
+        nap.at.duration_since(started.at).unwrap(),
+        Duration::from_millis(10),
+        "at(note.completed) - at(note.started) is the note's duration"
+    );
     // Errors are {kind, message} strings.
     let failed = events.iter().find(|e| e.name() == "note.failed").unwrap();
     let error = &to_json(failed)["error"];

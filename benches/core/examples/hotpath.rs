@@ -5,7 +5,8 @@
 //! valgrind --tool=callgrind target/release/examples/hotpath seq 200
 //! ```
 //!
-//! Workloads: `seq` (1000-note sequence), `hook` (same with a no-op hook), `run3`, `retry3`,
+//! Workloads: `seq` (1000-note sequence), `hook` (same with a no-op hook), `emitter`
+//! (same with an `EventEmitter` holding one sync listener on `note.completed`), `run3`, `retry3`,
 //! `policy` (100 notes with retry + timeout + breaker), `sync` (a 1000-member group).
 
 use std::hint::black_box;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use cadence_bench_core::fixtures::{Small, bump, bump_note, flaky_note};
 use cadence_core::circuit_breaker::CircuitBreaker;
+use cadence_core::event::{Event, EventEmitter};
 use cadence_core::retry::{Backoff, Jitter, Retry};
 use cadence_core::{BoxError, Cadence, Control, Hook, MergeStrategy};
 
@@ -59,13 +61,19 @@ fn main() {
         return;
     }
     let cadence = match what.as_str() {
-        "seq" | "hook" => {
+        "seq" | "hook" | "emitter" => {
             let b = Cadence::new("seq").sequence(
                 "notes",
                 (0..1000).map(|i| bump_note().named(format!("n{i}"))),
             );
             if what == "hook" {
                 b.with_hooks(Noop)
+            } else if what == "emitter" {
+                let emitter = EventEmitter::new();
+                emitter.on("note.completed", |e: &Event| {
+                    black_box(e);
+                });
+                b.with_hooks(emitter)
             } else {
                 b
             }

@@ -43,9 +43,8 @@ use futures_util::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::sink::{BoxFuture, Sink};
-use super::{
-    Event, EventError, EventKind, MeasureStatus, SLOTS, UNKNOWN, kind, micros, micros_dur,
-};
+use super::{Event, EventError, EventKind, MeasureStatus, SLOTS, UNKNOWN, kind};
+use crate::clock::{truncate, wall_now};
 use crate::error::{BoxError, CadenceError, panic_message};
 use crate::hook::{
     Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason,
@@ -672,7 +671,7 @@ impl EventEmitter {
                 parent_run_id: cx.parent_run_id().map(Into::into),
                 cadence: cx.cadence().into(),
                 seq: cx.seq(),
-                at: micros(cx.at()),
+                at: cx.at(),
                 kind: build(&mut Strings(None)),
             };
             self.deliver(k, event);
@@ -702,7 +701,7 @@ impl EventEmitter {
         }
         set_str(&mut event.cadence, cx.cadence());
         event.seq = cx.seq();
-        event.at = micros(cx.at());
+        event.at = cx.at();
         let interest = self.inner.shared.interest.load(Ordering::Acquire);
         if interest & sync_bit(k) != 0 {
             for e in self.sync_table(tables)[k].iter() {
@@ -792,7 +791,7 @@ impl EventEmitter {
             parent_run_id: None,
             cadence: "".into(),
             seq: self.inner.shared.reports.fetch_add(1, Ordering::Relaxed),
-            at: micros(SystemTime::now()),
+            at: wall_now(),
             kind: EventKind::EventsDropped { count },
         }
     }
@@ -848,7 +847,7 @@ impl EventEmitter {
             RunOutcome::Cancelled => kind::CADENCE_CANCELLED,
         };
         self.occur(cx, k, |strings: &mut Strings<'_>| {
-            let duration = micros_dur(duration);
+            let duration = truncate(duration);
             let score = score.and_then(render_score);
             match *outcome {
                 RunOutcome::Succeeded => EventKind::CadenceCompleted {
@@ -1319,7 +1318,7 @@ impl<S> Hook<S> for EventEmitter {
             };
             EventKind::MeasureFinished {
                 path: strings.get(path),
-                duration: micros_dur(duration),
+                duration: truncate(duration),
                 outcome,
                 error,
             }
@@ -1344,7 +1343,7 @@ impl<S> Hook<S> for EventEmitter {
         outcome: &NoteOutcome<'_>,
         _score: &S,
     ) {
-        let duration = micros_dur(duration);
+        let duration = truncate(duration);
         match *outcome {
             NoteOutcome::Succeeded | NoteOutcome::Stopped => {
                 self.occur(cx, kind::NOTE_COMPLETED, |strings: &mut Strings<'_>| {
@@ -1392,7 +1391,7 @@ impl<S> Hook<S> for EventEmitter {
             EventKind::NoteRetrying {
                 path: strings.get(path),
                 attempt,
-                delay: micros_dur(delay),
+                delay: truncate(delay),
                 error: error.into(),
             }
         });

@@ -51,6 +51,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::clock::{truncate, wall_now};
 use crate::error::CadenceError;
 use crate::hook::{MeasureKind, SkipReason};
 use crate::policy::circuit_breaker::CircuitState;
@@ -124,7 +125,7 @@ impl Event {
             parent_run_id: None,
             cadence: cadence.into(),
             seq,
-            at: micros(SystemTime::now()),
+            at: wall_now(),
             kind,
         }
     }
@@ -674,19 +675,11 @@ impl MeasureStatus {
 }
 
 /// `t` truncated to the microsecond (the precision of the serialized form).
-#[inline]
-pub(crate) fn micros(t: SystemTime) -> SystemTime {
+fn micros(t: SystemTime) -> SystemTime {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) if d.subsec_nanos() % 1_000 != 0 => {
-            UNIX_EPOCH + Duration::new(d.as_secs(), d.subsec_micros() * 1_000)
-        }
-        _ => t,
+        Ok(d) => UNIX_EPOCH + truncate(d),
+        Err(_) => t,
     }
-}
-
-/// `d` truncated to the microsecond (the precision of the serialized form).
-pub(crate) fn micros_dur(d: Duration) -> Duration {
-    Duration::new(d.as_secs(), d.subsec_micros() * 1_000)
 }
 
 /// Formats a timestamp as events do: RFC 3339, UTC, microseconds, `Z`.
