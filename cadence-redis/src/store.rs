@@ -10,6 +10,7 @@ use cadence_core::{CadenceError, CheckpointErrorKind};
 use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
+use crate::batch::{Batcher, Op};
 use crate::connection::{Redis, millis};
 use crate::keys::RunKeys;
 
@@ -24,47 +25,6 @@ local token = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 return token
-",
-    )
-});
-
-/// Fenced save (REDIS-3): write the record only if the lease holds this token.
-/// KEYS: record, lease. ARGV: token, record JSON, record TTL ms. Returns 1, or 0 (lost).
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-",
-    )
-});
-
-/// Lease acquisition and load in one script (REDIS-3, CKP-5): as [`ACQUIRE`], and the record
-/// comes back with the token. KEYS: lease, fence, record. ARGV: lease TTL ms, fence TTL ms.
-/// Returns `{token, record or nil}`, or `{-1}` when the lease is held.
-static ACQUIRE_LOAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
-local token = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return {token, redis.call('GET', KEYS[3])}
-",
-    )
-});
-
-/// Fenced last save of a run, releasing the lease (REDIS-3, CKP-7): write the record and
-/// delete the lease, only if the lease holds this token. KEYS: record, lease. ARGV: token,
-/// record JSON, record TTL ms. Returns 1, or 0 (lost).
-static SAVE_END: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('DEL', KEYS[2])
-return 1
 ",
     )
 });
@@ -180,6 +140,8 @@ pub struct RedisStore {
     redis: Redis,
     /// Leases this store acquired, by lease key.
     held: Arc<Mutex<HashMap<String, Held>>>,
+    /// Group commit of fenced operations (see [`crate::batch`]).
+    batch: Arc<Batcher>,
 }
 
 /// A lease this store acquired and has not released.
@@ -218,7 +180,24 @@ impl RedisStore {
         RedisStore {
             redis,
             held: Arc::default(),
+            batch: Arc::default(),
         }
+    }
+
+    /// Applies `op` in the next group commit (see [`crate::batch`]), within the command
+    /// timeout; its own reply.
+    async fn batched(&self, what: impl FnOnce() -> String, op: Op) -> Result<Value, CadenceError> {
+        let reply = self.batch.submit(&self.redis, op);
+        self.redis
+            .run(what, async {
+                reply.await.unwrap_or_else(|_| {
+                    Err(RedisError::from((
+                        ErrorKind::Io,
+                        "the batch carrying this command was dropped",
+                    )))
+                })
+            })
+            .await
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
@@ -247,10 +226,10 @@ impl RedisStore {
     }
 
     /// Forgets a lease this store held, if it is this token's.
-    fn forget(&self, run: &RunKeys, token: u64) {
+    fn forget(&self, lease_key: &str, token: u64) {
         let mut held = self.held();
-        if held.get(&run.lease).is_some_and(|h| h.token == token) {
-            held.remove(&run.lease);
+        if held.get(lease_key).is_some_and(|h| h.token == token) {
+            held.remove(lease_key);
         }
     }
 
@@ -509,45 +488,40 @@ impl CheckpointStore for RedisStore {
                     record.run_id, record.cadence
                 )
             };
-            if let (Some(lease), false) = (lease, indexed) {
-                // The common save under a lease: the script alone, no pipeline.
-                let mut conn = self.redis.connection();
-                let written: i64 = self
-                    .redis
-                    .run(what, async {
-                        SAVE.key(&run.record)
-                            .key(&run.lease)
-                            .arg(lease.token)
-                            .arg(&payload)
-                            .arg(ttl)
-                            .invoke_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-                return match written {
-                    0 => Err(self.lease_lost(lease)),
-                    _ => Ok(()),
+            if let Some(lease) = lease {
+                // Fenced: one operation of the next group commit.
+                let RunKeys {
+                    record: key,
+                    lease: lease_key,
+                    ..
+                } = run;
+                let op = match indexed {
+                    false => Op::save(lease_key, key, lease.token, payload, ttl),
+                    true => Op::save_indexed(
+                        false,
+                        [lease_key, key, keys.index(&record.cadence)],
+                        lease.token,
+                        payload,
+                        ttl,
+                        (
+                            unix_millis(SystemTime::now()),
+                            &record.run_id,
+                            self.index_ttl_ms(),
+                        ),
+                    ),
+                };
+                return match self.batched(what, op).await? {
+                    Value::Int(1) => Ok(()),
+                    _ => Err(self.lease_lost(lease)),
                 };
             }
             let mut pipe = redis::pipe();
-            let mut fenced = SAVE.prepare_invoke();
-            match lease {
-                Some(lease) => {
-                    fenced
-                        .key(&run.record)
-                        .key(&run.lease)
-                        .arg(lease.token)
-                        .arg(&payload)
-                        .arg(ttl);
-                    pipe.invoke_script(&fenced)
-                }
-                None => pipe
-                    .cmd("SET")
-                    .arg(&run.record)
-                    .arg(&payload)
-                    .arg("PX")
-                    .arg(ttl),
-            };
+            pipe.cmd("SET")
+                .arg(&run.record)
+                .arg(&payload)
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
             if indexed {
                 let index = keys.index(&record.cadence);
                 pipe.cmd("ZADD")
@@ -561,14 +535,9 @@ impl CheckpointStore for RedisStore {
                     .ignore();
             }
             let mut conn = self.redis.connection();
-            let (written,): (Value,) = self
-                .redis
-                .run(what, Self::query_scripted(&mut conn, &pipe, &[&SAVE]))
-                .await?;
-            match (lease, written) {
-                (Some(lease), Value::Int(0)) => Err(self.lease_lost(lease)),
-                _ => Ok(()),
-            }
+            self.redis
+                .run(what, pipe.query_async::<()>(&mut conn))
+                .await
         })
     }
 
@@ -859,23 +828,21 @@ impl CheckpointStore for RedisStore {
     ) -> StoreFuture<'a, (Lease, Option<Record>)> {
         Box::pin(async move {
             let run = self.redis.keys().run(cadence, run_id);
-            let mut conn = self.redis.connection();
-            let mut acquire = ACQUIRE_LOAD.prepare_invoke();
-            acquire
-                .key(&run.lease)
-                .key(&run.fence)
-                .key(&run.record)
-                .arg(millis(ttl))
-                .arg(self.fence_ttl_ms(ttl));
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&acquire);
-            let (reply,): (Vec<Value>,) = self
-                .redis
-                .run(
+            let op = Op::acquire_load(
+                [run.lease.clone(), run.fence, run.record.clone()],
+                millis(ttl),
+                self.fence_ttl_ms(ttl),
+            );
+            let reply = self
+                .batched(
                     || format!("acquiring the lease of run '{run_id}' of '{cadence}'"),
-                    Self::query_scripted(&mut conn, &pipe, &[&ACQUIRE_LOAD]),
+                    op,
                 )
                 .await?;
+            let reply = match reply {
+                Value::Array(values) => values,
+                _ => Vec::new(),
+            };
             let mut reply = reply.into_iter();
             let token = match reply.next() {
                 Some(Value::Int(t)) if t > 0 => t.unsigned_abs(),
@@ -933,86 +900,47 @@ impl CheckpointStore for RedisStore {
             };
             let keys = self.redis.keys();
             let run = keys.run(cadence, run_id);
-            let index = keys.index(cadence);
             self.invalidate(&run);
-            let mut pipe = redis::pipe();
-            let mut script = SAVE_END.prepare_invoke();
-            let used: &Script = match end {
-                RunEnd::Save(record) => {
-                    script
-                        .key(&run.record)
-                        .key(&run.lease)
-                        .arg(lease.token)
-                        .arg(record.to_json())
-                        .arg(self.ttl_of(record));
-                    pipe.invoke_script(&script)
-                        .cmd("ZADD")
-                        .arg(&index)
-                        .arg(unix_millis(SystemTime::now()))
-                        .arg(run_id)
-                        .ignore();
-                    &SAVE_END
-                }
-                RunEnd::Clear => {
-                    script = CLEAR.prepare_invoke();
-                    script.key(&run.record).key(&run.lease).arg(lease.token);
-                    pipe.invoke_script(&script)
-                        .cmd("ZREM")
-                        .arg(&index)
-                        .arg(run_id)
-                        .ignore();
-                    &CLEAR
-                }
-                _ => {
-                    script = RELEASE.prepare_invoke();
-                    script.key(&run.lease).arg(lease.token);
-                    pipe.invoke_script(&script);
-                    &RELEASE
-                }
+            let RunKeys {
+                record: key,
+                lease: lease_key,
+                ..
+            } = run;
+            let op = match end {
+                RunEnd::Save(record) => Op::save_indexed(
+                    true,
+                    [lease_key.clone(), key, keys.index(cadence)],
+                    lease.token,
+                    record.to_json(),
+                    self.ttl_of(record),
+                    (unix_millis(SystemTime::now()), run_id, self.index_ttl_ms()),
+                ),
+                RunEnd::Clear => Op::clear(
+                    [lease_key.clone(), key, keys.index(cadence)],
+                    lease.token,
+                    run_id,
+                    self.index_ttl_ms(),
+                ),
+                _ => Op::release(lease_key.clone(), lease.token),
             };
-            if !matches!(end, RunEnd::Keep) {
-                pipe.cmd("PEXPIRE")
-                    .arg(&index)
-                    .arg(self.index_ttl_ms())
-                    .ignore();
-            }
-            let mut conn = self.redis.connection();
-            let (done,): (i64,) = self
-                .redis
-                .run(
+            let done = self
+                .batched(
                     || format!("ending the checkpoint of run '{run_id}' of '{cadence}'"),
-                    Self::query_scripted(&mut conn, &pipe, &[used]),
+                    op,
                 )
                 .await?;
             if matches!(end, RunEnd::Keep) {
                 // A stale release does nothing (REDIS-3), as in `release_lease`.
-                self.forget(&run, lease.token);
+                self.forget(&lease_key, lease.token);
                 return Ok(());
             }
             match done {
-                1 => {
-                    self.forget(&run, lease.token);
+                Value::Int(1) => {
+                    self.forget(&lease_key, lease.token);
                     Ok(())
                 }
-                _ => {
-                    if matches!(end, RunEnd::Clear) {
-                        // The rejected clear's pipelined ZREM removed the entry of the new
-                        // holder's record: put it back (best effort; `list` prunes it if
-                        // that record is gone).
-                        let _ = self
-                            .redis
-                            .run(|| format!("re-indexing run '{run_id}'"), async {
-                                redis::cmd("ZADD")
-                                    .arg(&index)
-                                    .arg(unix_millis(SystemTime::now()))
-                                    .arg(run_id)
-                                    .query_async::<()>(&mut conn)
-                                    .await
-                            })
-                            .await;
-                    }
-                    Err(self.lease_lost(lease))
-                }
+                // Rejected: nothing was written, the index entry included.
+                _ => Err(self.lease_lost(lease)),
             }
         })
     }
