@@ -32,6 +32,8 @@ pub(crate) struct CompiledNote<S> {
     pub(crate) fallback_note: Option<Box<CompiledNote<S>>>,
     /// No policies and an async body: the engine's fast path.
     pub(crate) fast: bool,
+    /// Unique to this note for the life of the process, never 0 (hook occurrences carry it).
+    pub(crate) key: u64,
 }
 
 impl<S> CompiledNote<S> {
@@ -55,8 +57,15 @@ impl<S> CompiledNote<S> {
             body: note.body,
             policies,
             fallback_note,
+            key: next_note_key(),
         }
     }
+}
+
+/// A fresh [`CompiledNote::key`].
+fn next_note_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 pub(crate) enum MeasureBody<S> {

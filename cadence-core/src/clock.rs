@@ -1,65 +1,137 @@
-//! The wall-clock time of occurrences (GEN-3, EVT-1).
+//! How the engine measures durations and dates occurrences (GEN-3, EVT-1).
 //!
-//! A run tree reads the wall clock once, at its first observed occurrence, together with
-//! tokio's clock: its [`WallAnchor`]. The time of every later occurrence is that anchor plus
-//! the time elapsed since on tokio's clock, taken from the reading the engine already made to
-//! measure a duration when there is one. So an occurrence that ends a note costs no clock read
-//! of its own, and within one run tree:
+//! # Durations follow tokio's clock
+//!
+//! Every duration a hook sees (a note's attempt, a measure, a run) is measured on tokio's
+//! clock, so on paused tokio time (tests) it is exactly the paused time that passed. Reading
+//! tokio's clock costs a `clock_gettime` (≈ 20–35 ns on the machines we measure on, twice per
+//! observed note), so when tokio's clock is *live* the engine reads the same physical time
+//! through the CPU's invariant time-stamp counter instead (`quanta`, ≈ 12 ns, calibrated against
+//! the monotonic clock):
+//!
+//! - A run tree decides once, at its first measured occurrence: two consecutive readings of
+//!   tokio's clock that are equal mean the clock is paused (a live clock always moves between
+//!   two reads), and the run tree then reads tokio's clock throughout.
+//! - The counter is used only where the kernel itself keeps time with it (Linux with
+//!   `current_clocksource` = `tsc`) and once `quanta` has calibrated it, which happens on a
+//!   short-lived background thread (`cadence-clock`, ≈ 1 ms, at most 200 ms) started by the
+//!   first live observed run; until then, and everywhere else, tokio's clock is read.
+//!
+//! A run that pauses tokio's clock after its first measured occurrence keeps measuring real
+//! time; no test needs that.
+//!
+//! # Occurrence times are one wall-clock reading plus elapsed time
+//!
+//! A run tree reads the wall clock once, at the first occurrence any hook dates
+//! ([`HookContext::at`](crate::HookContext::at)), together with its duration clock: its
+//! anchor. The time of every occurrence is that anchor plus the time elapsed since, taken from
+//! the reading the engine made to measure a duration when there is one. So an occurrence that
+//! ends a note costs no clock read of its own, and within one run tree:
 //!
 //! - times never go backwards and are spaced exactly as the measured durations say
 //!   (`at(note end) − at(note start) = duration`, to the microsecond), whatever NTP does to the
 //!   wall clock meanwhile;
-//! - on paused tokio time (tests), times advance with the paused clock, from the wall-clock
-//!   time at which the run tree began.
+//! - on paused tokio time, times advance with the paused clock, from the wall-clock time at
+//!   which the run tree was first dated.
 //!
 //! Times are truncated to the microsecond, the precision events serialize (EVT-1).
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-/// What a run tree shares across its runs: the occurrence counter (EVT-3) and the wall-clock
-/// anchor of its occurrence times.
+/// What a run tree shares across its runs: the occurrence counter (EVT-3), the clock its
+/// durations are measured on and the wall-clock anchor of its occurrence times.
 #[derive(Debug, Default)]
 pub(crate) struct RunTree {
     pub(crate) seq: AtomicU64,
+    clock: OnceLock<Source>,
     anchor: OnceLock<WallAnchor>,
 }
 
+/// A reading of a run tree's duration clock: only comparable within that run tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp(u64);
+
+/// Where a run tree reads time.
+#[derive(Debug)]
+enum Source {
+    /// Tokio's clock; stamps are nanoseconds since `origin`.
+    Tokio { origin: Instant },
+    /// The calibrated time-stamp counter; stamps are raw counter values.
+    Counter(&'static quanta::Clock),
+}
+
+impl Source {
+    fn detect() -> Source {
+        let (a, b) = (Instant::now(), Instant::now());
+        match (a != b).then(counter).flatten() {
+            Some(clock) => Source::Counter(clock),
+            None => Source::Tokio { origin: a },
+        }
+    }
+}
+
 impl RunTree {
-    /// The anchor, read on first use.
+    /// Reads the run tree's duration clock.
     #[inline]
-    pub(crate) fn anchor(&self) -> &WallAnchor {
-        self.anchor.get_or_init(WallAnchor::now)
+    pub(crate) fn now(&self) -> Stamp {
+        match self.clock.get_or_init(Source::detect) {
+            Source::Counter(clock) => Stamp(clock.raw()),
+            Source::Tokio { origin } => {
+                Stamp(nanos(Instant::now().saturating_duration_since(*origin)))
+            }
+        }
+    }
+
+    /// The time from `earlier` to `later` (zero if `later` is not after `earlier`).
+    #[inline]
+    pub(crate) fn between(&self, earlier: Stamp, later: Stamp) -> Duration {
+        match self.clock.get() {
+            Some(Source::Counter(clock)) => clock.delta(earlier.0, later.0),
+            _ => Duration::from_nanos(later.0.saturating_sub(earlier.0)),
+        }
+    }
+
+    /// The time since `t0` and the reading it was measured at (which also dates the occurrence
+    /// that reports it); zero and no reading without `t0`.
+    #[inline]
+    pub(crate) fn lap(&self, t0: Option<Stamp>) -> (Duration, Option<Stamp>) {
+        match t0 {
+            Some(t0) => {
+                let now = self.now();
+                (self.between(t0, now), Some(now))
+            }
+            None => (Duration::ZERO, None),
+        }
+    }
+
+    /// The wall-clock time of reading `at` (or of the present), to the microsecond. The first
+    /// call anchors the run tree: readings from before the anchor date at the anchor.
+    pub(crate) fn wall_time(&self, at: Option<Stamp>) -> SystemTime {
+        let at = at.unwrap_or_else(|| self.now());
+        let anchor = self.anchor.get_or_init(|| WallAnchor {
+            stamp: at,
+            wall: wall_now(),
+        });
+        anchor.wall + truncate(self.between(anchor.stamp, at))
     }
 }
 
-/// A wall-clock time and the tokio instant it was read at.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WallAnchor {
-    /// Since the Unix epoch, truncated to the microsecond.
-    wall: Duration,
-    mono: Instant,
+/// A wall-clock time and the reading of the duration clock it was taken at.
+#[derive(Debug)]
+struct WallAnchor {
+    stamp: Stamp,
+    /// Truncated to the microsecond.
+    wall: SystemTime,
 }
 
-impl WallAnchor {
-    fn now() -> Self {
-        let mono = Instant::now();
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(truncate)
-            .unwrap_or_default();
-        WallAnchor { wall, mono }
-    }
-
-    /// The wall-clock time of tokio instant `now` (or of the present, read from tokio's clock).
-    #[inline]
-    pub(crate) fn at(&self, now: Option<Instant>) -> SystemTime {
-        let now = now.unwrap_or_else(Instant::now);
-        UNIX_EPOCH + self.wall + truncate(now.saturating_duration_since(self.mono))
-    }
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 /// `d` truncated to the microsecond.
@@ -77,36 +149,92 @@ pub(crate) fn wall_now() -> SystemTime {
             .unwrap_or_default()
 }
 
+/// The calibrated time-stamp counter, once it is ready and trusted (see the module docs).
+fn counter() -> Option<&'static quanta::Clock> {
+    static CLOCK: OnceLock<Option<quanta::Clock>> = OnceLock::new();
+    static CALIBRATE: Once = Once::new();
+    if let Some(clock) = CLOCK.get() {
+        return clock.as_ref();
+    }
+    CALIBRATE.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("cadence-clock".into())
+            .spawn(|| {
+                let _ = CLOCK.set(kernel_keeps_time_with_tsc().then(quanta::Clock::new));
+            });
+        if spawned.is_err() {
+            let _ = CLOCK.set(None);
+        }
+    });
+    None
+}
+
+/// Whether the kernel keeps time with the time-stamp counter (so it found it stable and
+/// synchronized across CPUs).
+fn kernel_keeps_time_with_tsc() -> bool {
+    cfg!(all(
+        target_os = "linux",
+        any(target_arch = "x86", target_arch = "x86_64")
+    )) && std::fs::read_to_string(
+        "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+    )
+    .is_ok_and(|s| s.trim() == "tsc")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn times_advance_with_tokio_clock_from_the_anchor() {
+    async fn on_paused_time_durations_and_times_follow_tokio() {
         // GEN-3: durations and times agree, on paused time too.
         let tree = RunTree::default();
-        let a = tree.anchor();
-        let t0 = a.at(None);
+        let t0 = tree.now();
+        let at0 = tree.wall_time(Some(t0));
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let t1 = a.at(Some(Instant::now()));
-        assert_eq!(t1.duration_since(t0).unwrap(), Duration::from_millis(10));
-        let micros = t1.duration_since(UNIX_EPOCH).unwrap().subsec_nanos() % 1_000;
-        assert_eq!(micros, 0, "truncated to the microsecond");
-        // The anchor is read once.
-        assert!(std::ptr::eq(a, tree.anchor()));
+        let (d, t1) = tree.lap(Some(t0));
+        assert_eq!(d, Duration::from_millis(10));
+        let at1 = tree.wall_time(t1);
+        assert_eq!(at1.duration_since(at0).unwrap(), Duration::from_millis(10));
+        let sub = at1.duration_since(UNIX_EPOCH).unwrap().subsec_nanos() % 1_000;
+        assert_eq!(sub, 0, "truncated to the microsecond");
+        assert!(matches!(tree.clock.get(), Some(Source::Tokio { .. })));
     }
 
     #[test]
-    fn an_instant_before_the_anchor_is_the_anchor() {
+    fn on_live_time_durations_are_real_time_whichever_clock_is_read() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
         rt.block_on(async {
-            let before = Instant::now();
+            // Once calibrated (or found unusable), a live run may read the counter.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while counter().is_none()
+                && std::time::Instant::now() < deadline
+                && kernel_keeps_time_with_tsc()
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let tree = RunTree::default();
-            let a = tree.anchor();
-            assert!(a.at(Some(before)) <= a.at(None));
+            let (real, t0) = (std::time::Instant::now(), tree.now());
+            std::thread::sleep(Duration::from_millis(20));
+            let (d, t1) = tree.lap(Some(t0));
+            let real = real.elapsed();
+            assert!(d >= Duration::from_millis(20), "{d:?}");
+            assert!(d <= real + Duration::from_millis(1), "{d:?} vs {real:?}");
+            assert!(tree.between(t1.unwrap(), t0).is_zero(), "never negative");
+            // Times are spaced as durations.
+            let (a0, a1) = (tree.wall_time(Some(t0)), tree.wall_time(t1));
+            let spaced = a1.duration_since(a0).unwrap();
+            assert!(
+                spaced.abs_diff(d) <= Duration::from_micros(1),
+                "{spaced:?} vs {d:?}"
+            );
+            let off = SystemTime::now()
+                .duration_since(a1)
+                .unwrap_or_else(|e| e.duration());
+            assert!(off < Duration::from_secs(1), "a wall-clock time");
         });
     }
 }

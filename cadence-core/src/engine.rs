@@ -26,7 +26,7 @@ use crate::checkpoint::session::{
     CheckpointRunOptions, Checkpointing, Finished, Opened, RunFlags, Session,
 };
 use crate::checkpoint::{OnCheckpointError, RecordStatus};
-use crate::clock::RunTree;
+use crate::clock::{RunTree, Stamp};
 use crate::cond::EvalFn;
 use crate::error::CheckpointErrorKind;
 use crate::error::TimeoutScope;
@@ -88,13 +88,14 @@ macro_rules! observed_note {
         let (rc, n, span) = ($rc, $n, $span);
         let (observe, announce) = (rc.observe, $announce);
         if observe && announce {
-            span.in_scope(|| rc.emit(Occ::NoteStart(&n.path, 1), Some(&*$score)));
+            span.in_scope(|| rc.emit(Occ::NoteStart(&n.path, 1, n.key), Some(&*$score)));
         }
         let mut guard = NoteGuard {
             rc,
             path: &n.path,
+            key: n.key,
             attempt: 1,
-            t0: observe.then(Instant::now),
+            t0: observe.then(|| rc.tree.now()),
             score: &mut *$score,
             armed: observe && announce,
         };
@@ -107,10 +108,10 @@ macro_rules! observed_note {
         guard.armed = false;
         let r = rc.note_result(n, r);
         if observe {
-            let (d, now) = lap(guard.t0);
+            let (d, now) = rc.tree.lap(guard.t0);
             span.in_scope(|| {
                 rc.emit_at(
-                    Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r)),
+                    Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r), n.key),
                     Some(&*guard.score),
                     now,
                 )
@@ -238,8 +239,9 @@ pub(crate) enum Occ<'a> {
     CadenceEnd(Duration, &'a RunOutcome<'a>),
     MeasureStart(&'a str, MeasureKind),
     MeasureEnd(&'a str, Duration, &'a MeasureOutcome<'a>),
-    NoteStart(&'a str, u32),
-    NoteEnd(&'a str, u32, Duration, &'a NoteOutcome<'a>),
+    /// Path, attempt and the note's [`key`](crate::cadence::CompiledNote::key).
+    NoteStart(&'a str, u32, u64),
+    NoteEnd(&'a str, u32, Duration, &'a NoteOutcome<'a>, u64),
     Retry(&'a str, u32, Duration, &'a CadenceError),
     Timeout(&'a str, u32, Duration),
     Fallback(&'a str, &'a CadenceError),
@@ -252,6 +254,15 @@ pub(crate) enum Occ<'a> {
 }
 
 impl Occ<'_> {
+    /// The key of the note this occurrence is about (0 if none).
+    #[inline]
+    fn key(&self) -> u64 {
+        match *self {
+            Occ::NoteStart(.., key) | Occ::NoteEnd(.., key) => key,
+            _ => 0,
+        }
+    }
+
     /// The hook method this occurrence calls.
     #[inline]
     fn hook_method(&self) -> HookMethod {
@@ -308,12 +319,12 @@ impl Occ<'_> {
             }
             Occ::MeasureStart(p, k) => h.on_measure_start(cx, p, k),
             Occ::MeasureEnd(p, d, o) => h.on_measure_end(cx, p, d, o),
-            Occ::NoteStart(p, a) => {
+            Occ::NoteStart(p, a, _) => {
                 if let Some(s) = score {
                     h.on_note_start(cx, p, a, s)
                 }
             }
-            Occ::NoteEnd(p, a, d, o) => {
+            Occ::NoteEnd(p, a, d, o, _) => {
                 if let Some(s) = score {
                     h.on_note_end(cx, p, a, d, o, s)
                 }
@@ -479,31 +490,18 @@ impl<S> Clone for RunCtx<'_, S> {
 
 impl<S> Copy for RunCtx<'_, S> {}
 
-/// The time since `t0` and the reading it was measured at (which also dates the occurrence
-/// that reports it: see [`HookContext::at`]).
-#[inline]
-fn lap(t0: Option<Instant>) -> (Duration, Option<Instant>) {
-    match t0 {
-        Some(t0) => {
-            let now = Instant::now();
-            (now.saturating_duration_since(t0), Some(now))
-        }
-        None => (Duration::ZERO, None),
-    }
-}
-
 /// Reports `on_cadence_end(Cancelled)` if the run future is dropped mid-run (RUN-5).
 struct RunGuard<'a, 'r, S> {
     rc: &'a RunCtx<'r, S>,
     score: &'a mut S,
-    t0: Option<Instant>,
+    t0: Option<Stamp>,
     armed: bool,
 }
 
 impl<S> Drop for RunGuard<'_, '_, S> {
     fn drop(&mut self) {
         if self.armed {
-            let (d, now) = lap(self.t0);
+            let (d, now) = self.rc.tree.lap(self.t0);
             self.rc.emit_at(
                 Occ::CadenceEnd(d, &RunOutcome::Cancelled),
                 Some(&*self.score),
@@ -517,14 +515,14 @@ impl<S> Drop for RunGuard<'_, '_, S> {
 struct MeasureGuard<'a, 'r, S> {
     rc: &'a RunCtx<'r, S>,
     path: &'a Arc<str>,
-    t0: Option<Instant>,
+    t0: Option<Stamp>,
     armed: bool,
 }
 
 impl<S> Drop for MeasureGuard<'_, '_, S> {
     fn drop(&mut self) {
         if self.armed {
-            let (d, now) = lap(self.t0);
+            let (d, now) = self.rc.tree.lap(self.t0);
             self.rc.emit_at(
                 Occ::MeasureEnd(self.path, d, &MeasureOutcome::Cancelled),
                 None,
@@ -544,7 +542,7 @@ struct GroupGuard<'a, 'r, S> {
     live: &'a mut S,
     attempts: Vec<AtomicU32>,
     finished: Vec<bool>,
-    t0: Option<Instant>,
+    t0: Option<Stamp>,
     armed: bool,
 }
 
@@ -554,12 +552,12 @@ impl<S> GroupGuard<'_, '_, S> {
             return;
         }
         self.armed = false;
-        let (d, now) = lap(self.t0);
+        let (d, now) = self.rc.tree.lap(self.t0);
         for (j, n) in self.notes.iter().enumerate() {
             if !self.finished[j] {
                 let attempt = self.attempts[j].load(Ordering::Relaxed);
                 self.rc.emit_at(
-                    Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Cancelled),
+                    Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Cancelled, n.key),
                     Some(&*self.live),
                     now,
                 );
@@ -579,8 +577,9 @@ impl<S> Drop for GroupGuard<'_, '_, S> {
 struct NoteGuard<'a, 'r, S> {
     rc: &'a RunCtx<'r, S>,
     path: &'a Arc<str>,
+    key: u64,
     attempt: u32,
-    t0: Option<Instant>,
+    t0: Option<Stamp>,
     score: &'a mut S,
     armed: bool,
 }
@@ -588,9 +587,15 @@ struct NoteGuard<'a, 'r, S> {
 impl<S> Drop for NoteGuard<'_, '_, S> {
     fn drop(&mut self) {
         if self.armed {
-            let (d, now) = lap(self.t0);
+            let (d, now) = self.rc.tree.lap(self.t0);
             self.rc.emit_at(
-                Occ::NoteEnd(self.path, self.attempt, d, &NoteOutcome::Cancelled),
+                Occ::NoteEnd(
+                    self.path,
+                    self.attempt,
+                    d,
+                    &NoteOutcome::Cancelled,
+                    self.key,
+                ),
                 Some(&*self.score),
                 now,
             );
@@ -607,14 +612,14 @@ impl<'r, S> RunCtx<'r, S> {
 
     /// [`emit`](Self::emit) of an occurrence the engine read tokio's clock for (`now`).
     #[inline(always)]
-    pub(crate) fn emit_at(&self, occ: Occ<'_>, score: Option<&S>, now: Option<Instant>) {
+    pub(crate) fn emit_at(&self, occ: Occ<'_>, score: Option<&S>, now: Option<Stamp>) {
         if self.observe && self.interest.contains(occ.hook_method()) {
             self.emit_slow(&occ, score, now);
         }
     }
 
     #[inline(never)]
-    fn emit_slow(&self, occ: &Occ<'_>, score: Option<&S>, now: Option<Instant>) {
+    fn emit_slow(&self, occ: &Occ<'_>, score: Option<&S>, now: Option<Stamp>) {
         let cx = HookContext {
             run_id: self.info.run_id.get(),
             root_run_id: self.info.root_run_id.get(),
@@ -624,6 +629,7 @@ impl<'r, S> RunCtx<'r, S> {
             at: OnceCell::new(),
             tree: Some(self.tree),
             now,
+            key: occ.key(),
             resumed: self
                 .flags
                 .is_some_and(|f| f.resumed.load(Ordering::Relaxed)),
@@ -658,7 +664,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let mut guard = RunGuard {
                 rc: self,
                 score,
-                t0: self.observe.then(Instant::now),
+                t0: self.observe.then(|| self.tree.now()),
                 armed: self.observe,
             };
             let end = match self.info.token {
@@ -674,7 +680,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
             };
             guard.armed = false;
-            let (d, now) = lap(guard.t0);
+            let (d, now) = self.tree.lap(guard.t0);
             self.emit_at(
                 Occ::CadenceEnd(d, &end.as_outcome()),
                 Some(&*guard.score),
@@ -804,7 +810,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         };
         let span = self.run_span(session.is_some_and(|s| s.resumed));
         let end = async {
-            let t0 = self.observe.then(Instant::now);
+            let t0 = self.observe.then(|| self.tree.now());
             self.emit(Occ::CadenceStart, Some(&*score));
             if let Some(s) = session
                 && s.resumed
@@ -887,7 +893,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
             }
             guard.armed = false;
-            let (d, now) = lap(t0);
+            let (d, now) = self.tree.lap(t0);
             self.emit_at(
                 Occ::CadenceEnd(d, &end.as_outcome()),
                 Some(&*guard.score),
@@ -1008,7 +1014,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let mut guard = MeasureGuard {
             rc: self,
             path: &m.path,
-            t0: self.observe.then(Instant::now),
+            t0: self.observe.then(|| self.tree.now()),
             armed: self.observe,
         };
         self.emit(Occ::MeasureStart(&m.path, m.kind), None);
@@ -1035,7 +1041,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             Err(CadenceError::Cancelled) => MeasureOutcome::Cancelled,
             Err(e) => MeasureOutcome::Failed(e),
         };
-        let (d, now) = lap(guard.t0);
+        let (d, now) = self.tree.lap(guard.t0);
         self.emit_at(Occ::MeasureEnd(&m.path, d, &outcome), None, now);
         r
     }
@@ -1127,7 +1133,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             live: score,
             attempts: notes.iter().map(|_| AtomicU32::new(1)).collect(),
             finished: results.iter().map(Option::is_some).collect(),
-            t0: self.observe.then(Instant::now),
+            t0: self.observe.then(|| self.tree.now()),
             armed: self.observe,
         };
         // PAR-4: every clone is taken before any member runs.
@@ -1138,7 +1144,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         if self.observe {
             for (j, n) in notes.iter().enumerate() {
                 match &clones[j] {
-                    Some(clone) => self.emit(Occ::NoteStart(&n.path, 1), Some(clone)),
+                    Some(clone) => self.emit(Occ::NoteStart(&n.path, 1, n.key), Some(clone)),
                     None => self.emit(Occ::Skipped(&n.path, SkipReason::Checkpoint), None),
                 }
             }
@@ -1520,12 +1526,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         member: Option<&AtomicU32>,
     ) -> Result<Control, CadenceError> {
         if member.is_none() {
-            self.emit(Occ::NoteStart(&n.path, 1), Some(&*score));
+            self.emit(Occ::NoteStart(&n.path, 1, n.key), Some(&*score));
         }
-        let t0 = self.observe.then(Instant::now);
+        let t0 = self.observe.then(|| self.tree.now());
         let mut guard = NoteGuard {
             rc: self,
             path: &n.path,
+            key: n.key,
             attempt: 1,
             t0,
             score,
@@ -1534,9 +1541,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let r = self.attempt(n, &mut *guard.score, 1, false).await;
         guard.armed = false;
         if self.observe {
-            let (d, now) = lap(t0);
+            let (d, now) = self.tree.lap(t0);
             self.emit_at(
-                Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r)),
+                Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r), n.key),
                 Some(&*guard.score),
                 now,
             );
@@ -1597,6 +1604,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let mut guard = NoteGuard {
             rc: self,
             path: &n.path,
+            key: n.key,
             attempt: 1,
             t0: None,
             score,
@@ -1623,12 +1631,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
             }
             if member.is_none() || attempt > 1 {
-                self.emit(Occ::NoteStart(&n.path, attempt), Some(&*guard.score));
+                self.emit(Occ::NoteStart(&n.path, attempt, n.key), Some(&*guard.score));
             }
             if let Some(cell) = member {
                 cell.store(attempt, Ordering::Relaxed);
             }
-            let t0 = self.observe.then(Instant::now);
+            let t0 = self.observe.then(|| self.tree.now());
             guard.t0 = t0;
             guard.armed = self.observe && member.is_none();
 
@@ -1747,9 +1755,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     } else {
                         NoteOutcome::Succeeded
                     };
-                    let (d, now) = lap(t0);
+                    let (d, now) = self.tree.lap(t0);
                     self.emit_at(
-                        Occ::NoteEnd(&n.path, attempt, d, &outcome),
+                        Occ::NoteEnd(&n.path, attempt, d, &outcome, n.key),
                         Some(&*guard.score),
                         now,
                     );
@@ -1780,13 +1788,14 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                                 Some(self.deadline_error(n, deadline, Some(error)))
                             }
                             _ => {
-                                let (d, now) = lap(t0);
+                                let (d, now) = self.tree.lap(t0);
                                 self.emit_at(
                                     Occ::NoteEnd(
                                         &n.path,
                                         attempt,
                                         d,
                                         &NoteOutcome::WillRetry(&error),
+                                        n.key,
                                     ),
                                     Some(&*guard.score),
                                     now,
@@ -1814,9 +1823,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 _ => Some(error),
             };
             if let Some(e) = final_error {
-                let (d, now) = lap(t0);
+                let (d, now) = self.tree.lap(t0);
                 self.emit_at(
-                    Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Failed(&e)),
+                    Occ::NoteEnd(&n.path, attempt, d, &NoteOutcome::Failed(&e), n.key),
                     Some(&*guard.score),
                     now,
                 );

@@ -44,9 +44,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
-use crate::clock::{RunTree, wall_now};
+use crate::clock::{RunTree, Stamp, wall_now};
 use crate::error::{CadenceError, panic_message};
 use crate::policy::circuit_breaker::CircuitState;
 
@@ -65,7 +63,10 @@ pub struct HookContext<'a> {
     /// The run tree (for its wall-clock anchor), when the engine made this context.
     pub(crate) tree: Option<&'a RunTree>,
     /// The engine's reading of tokio's clock at the occurrence, when it made one.
-    pub(crate) now: Option<Instant>,
+    pub(crate) now: Option<Stamp>,
+    /// A key unique to the note of a note occurrence for the life of the process (0 if none):
+    /// lets the event emitter find its copy of the path without comparing text.
+    pub(crate) key: u64,
     pub(crate) resumed: bool,
     pub(crate) replayed: bool,
 }
@@ -82,6 +83,7 @@ impl<'a> HookContext<'a> {
             at: OnceCell::new(),
             tree: None,
             now: None,
+            key: 0,
             resumed: false,
             replayed: false,
         }
@@ -153,7 +155,7 @@ impl<'a> HookContext<'a> {
     /// ```
     pub fn at(&self) -> SystemTime {
         *self.at.get_or_init(|| match self.tree {
-            Some(tree) => tree.anchor().at(self.now),
+            Some(tree) => tree.wall_time(self.now),
             None => wall_now(),
         })
     }

@@ -672,7 +672,7 @@ impl EventEmitter {
                 cadence: cx.cadence().into(),
                 seq: cx.seq(),
                 at: cx.at(),
-                kind: build(&mut Strings(None)),
+                kind: build(&mut Strings(None, cx.key)),
             };
             self.deliver(k, event);
         }
@@ -692,7 +692,7 @@ impl EventEmitter {
         } = local;
         let event = event.get_or_insert_with(Local::blank_event);
         // Replacing the kind drops the previous occurrence's.
-        event.kind = build(&mut Strings(Some(strings)));
+        event.kind = build(&mut Strings(Some(strings), cx.key));
         set_str(&mut event.run_id, cx.run_id());
         match (cx.parent_run_id(), &mut event.parent_run_id) {
             (None, parent) => *parent = None,
@@ -1002,13 +1002,23 @@ thread_local! {
 }
 
 /// Turns the paths of an occurrence into `Arc<str>`s: through this thread's cache when it is
-/// available, else by allocating.
-struct Strings<'a>(Option<&'a mut PathCache>);
+/// available, else by allocating. Holds the occurrence's note key (see [`HookContext`]).
+struct Strings<'a>(Option<&'a mut PathCache>, u64);
 
 impl Strings<'_> {
     #[inline]
     fn get(&mut self, s: &str) -> Arc<str> {
         match &mut self.0 {
+            Some(cache) => cache.get(s),
+            None => Arc::from(s),
+        }
+    }
+
+    /// The path of the note of a note occurrence: found by the note's key when it has one.
+    #[inline]
+    fn note_path(&mut self, s: &str) -> Arc<str> {
+        match &mut self.0 {
+            Some(cache) if self.1 != 0 => cache.keyed(self.1, s),
             Some(cache) => cache.get(s),
             None => Arc::from(s),
         }
@@ -1031,12 +1041,51 @@ struct PathCache {
     slots: Vec<(usize, usize, Option<Arc<str>>)>,
     /// Misses since the last resize (also picks the way a miss replaces).
     misses: usize,
+    /// Note paths by note key (unique for the life of the process, so a hit needs no text
+    /// comparison): direct-mapped at `key mod len`, sized like `slots`. The keys of one
+    /// cadence's notes are consecutive, so they do not collide until the table is full.
+    notes: Vec<(u64, Option<Arc<str>>)>,
+    /// Misses of `notes` since its last resize.
+    note_misses: usize,
 }
 
 /// Ways per set of a [`PathCache`].
 const WAYS: usize = 4;
 
 impl PathCache {
+    /// The path `s` of the note with key `key` (not 0).
+    #[inline]
+    fn keyed(&mut self, key: u64, s: &str) -> Arc<str> {
+        let mask = self.notes.len().wrapping_sub(1);
+        if let Some((k, Some(text))) = self.notes.get(key as usize & mask)
+            && *k == key
+        {
+            debug_assert_eq!(&**text, s, "a note key names one path");
+            return text.clone();
+        }
+        self.keyed_miss(key, s)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keyed_miss(&mut self, key: u64, s: &str) -> Arc<str> {
+        if self.notes.is_empty() {
+            self.notes = vec![(0, None); PATHS_MIN];
+        } else if self.note_misses >= self.notes.len() && self.notes.len() < PATHS_MAX {
+            let entries = 2 * self.notes.len();
+            let old = std::mem::replace(&mut self.notes, vec![(0, None); entries]);
+            for (k, text) in old.into_iter().filter(|(_, t)| t.is_some()) {
+                self.notes[k as usize & (entries - 1)] = (k, text);
+            }
+            self.note_misses = 0;
+        }
+        self.note_misses += 1;
+        let text = self.get(s);
+        let mask = self.notes.len() - 1;
+        self.notes[key as usize & mask] = (key, Some(text.clone()));
+        text
+    }
+
     #[inline]
     fn get(&mut self, s: &str) -> Arc<str> {
         let (addr, len) = (s.as_ptr().addr(), s.len());
@@ -1328,7 +1377,7 @@ impl<S> Hook<S> for EventEmitter {
     fn on_note_start(&self, cx: &HookContext<'_>, path: &str, attempt: u32, _score: &S) {
         self.occur(cx, kind::NOTE_STARTED, |strings: &mut Strings<'_>| {
             EventKind::NoteStarted {
-                path: strings.get(path),
+                path: strings.note_path(path),
                 attempt,
             }
         });
@@ -1348,7 +1397,7 @@ impl<S> Hook<S> for EventEmitter {
             NoteOutcome::Succeeded | NoteOutcome::Stopped => {
                 self.occur(cx, kind::NOTE_COMPLETED, |strings: &mut Strings<'_>| {
                     EventKind::NoteCompleted {
-                        path: strings.get(path),
+                        path: strings.note_path(path),
                         attempt,
                         duration,
                         stopped: matches!(outcome, NoteOutcome::Stopped),
@@ -1358,7 +1407,7 @@ impl<S> Hook<S> for EventEmitter {
             NoteOutcome::Failed(e) => {
                 self.occur(cx, kind::NOTE_FAILED, |strings: &mut Strings<'_>| {
                     EventKind::NoteFailed {
-                        path: strings.get(path),
+                        path: strings.note_path(path),
                         attempt,
                         duration,
                         error: e.into(),
@@ -1368,7 +1417,7 @@ impl<S> Hook<S> for EventEmitter {
             NoteOutcome::Cancelled => {
                 self.occur(cx, kind::NOTE_CANCELLED, |strings: &mut Strings<'_>| {
                     EventKind::NoteCancelled {
-                        path: strings.get(path),
+                        path: strings.note_path(path),
                         attempt,
                         duration,
                     }
