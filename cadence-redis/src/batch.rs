@@ -39,7 +39,8 @@ pub(crate) const MAX_BATCH: usize = 128;
 /// - `K` fenced release (lease; token → 1 or 0)
 /// - `A` lease acquisition with load (lease, fence, record; lease TTL ms, fence TTL ms →
 ///   `{token, record or nil}`, or `{-1}` when the lease is held): the lease is set only if
-///   absent, with a token one higher than any before
+///   absent (`SET NX`), with a token one higher than any before (a refused acquisition
+///   uses up a token number: tokens still only grow)
 ///
 /// An operation that fails (e.g. a key of the wrong type) replies with its own error; the
 /// others are applied as usual.
@@ -50,10 +51,9 @@ local nkeys = {S = 2, I = 3, E = 3, C = 3, K = 1, A = 3}
 local nargs = {S = 4, I = 7, E = 7, C = 4, K = 2, A = 3}
 local function apply(op, k, a)
   if op == 'A' then
-    if redis.call('EXISTS', KEYS[k]) == 1 then return {-1} end
     local token = redis.call('INCR', KEYS[k + 1])
     redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 2])
-    redis.call('SET', KEYS[k], token, 'PX', ARGV[a + 1])
+    if not redis.call('SET', KEYS[k], token, 'NX', 'PX', ARGV[a + 1]) then return {-1} end
     return {token, redis.call('GET', KEYS[k + 2])}
   end
   if redis.call('GET', KEYS[k]) ~= ARGV[a + 1] then return 0 end
@@ -249,8 +249,21 @@ impl Batcher {
                     batch.extend(s.queue.drain(..MAX_BATCH));
                 }
             }
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(BATCH.get_hash())
+            let (mut count, mut size) = (2, 64);
+            for (op, _) in &batch {
+                count += op.keys.len() + op.args.len() + 1;
+                size += op.keys.iter().map(String::len).sum::<usize>() + 1;
+                for arg in &op.args {
+                    size += match arg {
+                        Arg::Bytes(b) => b.len(),
+                        Arg::Str(s) => s.len(),
+                        Arg::Int(_) => 20,
+                    };
+                }
+            }
+            let mut cmd = redis::Cmd::with_capacity(count + 1, size);
+            cmd.arg("EVALSHA")
+                .arg(BATCH.get_hash())
                 .arg(batch.iter().map(|(op, _)| op.keys.len()).sum::<usize>());
             for (op, _) in &batch {
                 cmd.arg(&op.keys);

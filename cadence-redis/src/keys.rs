@@ -40,6 +40,24 @@ impl<'a> Keys<'a> {
     }
 
     /// The keys of a run whose cadence (as found in an index key) is already escaped.
+    /// The lease and record keys of a run (as [`run`](Self::run), without the fence key).
+    pub(crate) fn lease_and_record(&self, cadence: &str, run_id: &str) -> (String, String) {
+        let (cadence, run_id) = (escape(cadence), escape(run_id));
+        let mut lease = String::with_capacity(
+            self.prefix.len() + cadence.len() + run_id.len() + "record".len() + 5,
+        );
+        lease.push_str(self.prefix);
+        lease.push_str(":{");
+        lease.push_str(&cadence);
+        lease.push(':');
+        lease.push_str(&run_id);
+        lease.push_str("}:");
+        let mut record = lease.clone();
+        lease.push_str("lease");
+        record.push_str("record");
+        (lease, record)
+    }
+
     pub(crate) fn run_escaped(&self, cadence: &str, run_id: &str) -> RunKeys {
         // Built by hand: formatting machinery costs more than the copies (hot: every save).
         let key = |suffix: &str| {

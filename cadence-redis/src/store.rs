@@ -94,22 +94,26 @@ const LIST_BATCH: usize = 256;
 ///   report `LeaseLost` (release: nothing at all) on mismatch. The fence counter lives for
 ///   the record TTL plus the lease TTL after each acquisition or renewal, so it outlives every
 ///   record saved under it and tokens never repeat while a record exists.
-/// - **Round trips**: a save is one pipeline (the script or `SET`, then the index update).
-///   [`acquire_and_load`](CheckpointStore::acquire_and_load) is one script returning token
-///   and record; [`end_run`](CheckpointStore::end_run) is one fenced script that clears or
-///   writes the record *and* releases the lease, with its index update pipelined. The engine
-///   folds the save of a run's last measure into that end write, so an engine run of n
-///   measures costs n + 1 round trips. (`acquire_lease` also reads the record in its round
-///   trip, for a `load` of that run that follows within 1 s.) A `clear` of a run whose lease
-///   this store holds is fenced like a save and releases the lease in the same round trip.
-///   `list` reads records and lease flags in pipelines of 256.
+/// - **Round trips**: a save without a lease is one pipeline (`SET`, then the index update).
+///   Fenced saves, [`acquire_and_load`](CheckpointStore::acquire_and_load) (token and record
+///   together) and [`end_run`](CheckpointStore::end_run) under a lease (clear or write the
+///   record *and* release the lease) are each one operation of a **group commit**: the
+///   operations of concurrent runs submitted while a call is in flight go together in the
+///   next `EVALSHA` of one Lua script, each checked against its own token, applied atomically
+///   under its own `pcall` and answered on its own (see the crate README). The engine folds
+///   the save of a run's last measure into its end write, so an engine run of n measures
+///   costs n + 1 round trips. (`acquire_lease` also reads the record in its round trip, for
+///   a `load` of that run that follows within 1 s.) A `clear` of a run whose lease this
+///   store holds is fenced like a save and releases the lease in the same round trip. `list`
+///   reads records and lease flags in pipelines of 256.
 /// - **Index updates** (REDIS-2): a save without a lease, and the first save under a lease,
 ///   update the run's index entry (`ZADD`, `PEXPIRE`); later saves under the same lease do so
 ///   only when the last update is 1 s old (or the record TTL, if shorter). Every index update
 ///   sets the index TTL to the record TTL plus that second, so the index always outlives
 ///   every record in it; the index's update times are exact to within that second (each
 ///   record's own `updated_at` is exact). A run's end removes its entry with the same
-///   round trip.
+///   round trip. Under a lease the index update is part of the fenced operation and happens
+///   only if the fenced write did.
 /// - **Failures** (REDIS-4): every command runs within the command timeout (default 2 s) and
 ///   fails with `Checkpoint` kind `Unavailable` naming the URL (without credentials) and the
 ///   cause; the run then fails or continues per the builder's `on_checkpoint_error` (CKP-8).
@@ -207,12 +211,12 @@ impl RedisStore {
     }
 
     /// Forgets a prefetched record of a run (by its keys): it was written since.
-    fn invalidate(&self, run: &RunKeys) {
+    fn invalidate(&self, lease_key: &str) {
         let mut held = self.held();
         if held.is_empty() {
             return;
         }
-        if let Some(h) = held.get_mut(&run.lease) {
+        if let Some(h) = held.get_mut(lease_key) {
             h.prefetched = None;
         }
     }
@@ -262,12 +266,12 @@ impl RedisStore {
     /// [`index_every`](Self::index_every). One lock.
     ///
     /// [`invalidate`]: Self::invalidate
-    fn index_due(&self, run: &RunKeys, lease: Option<&Lease>) -> bool {
+    fn index_due(&self, lease_key: &str, lease: Option<&Lease>) -> bool {
         let mut held = self.held();
         if held.is_empty() {
             return true;
         }
-        let Some(h) = held.get_mut(&run.lease) else {
+        let Some(h) = held.get_mut(lease_key) else {
             return true;
         };
         h.prefetched = None;
@@ -324,7 +328,7 @@ impl RedisStore {
     ) -> Result<(), CadenceError> {
         let keys = self.redis.keys();
         let run = keys.run(cadence, run_id);
-        self.invalidate(&run);
+        self.invalidate(&run.lease);
         let key = run.record;
         let index = keys.index(cadence);
         let ttl = self.redis.record_ttl_ms();
@@ -478,8 +482,8 @@ impl CheckpointStore for RedisStore {
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let keys = self.redis.keys();
-            let run = keys.run(&record.cadence, &record.run_id);
-            let indexed = self.index_due(&run, lease);
+            let (lease_key, key) = keys.lease_and_record(&record.cadence, &record.run_id);
+            let indexed = self.index_due(&lease_key, lease);
             let payload = record.to_json();
             let ttl = self.ttl_of(record);
             let what = || {
@@ -490,11 +494,6 @@ impl CheckpointStore for RedisStore {
             };
             if let Some(lease) = lease {
                 // Fenced: one operation of the next group commit.
-                let RunKeys {
-                    record: key,
-                    lease: lease_key,
-                    ..
-                } = run;
                 let op = match indexed {
                     false => Op::save(lease_key, key, lease.token, payload, ttl),
                     true => Op::save_indexed(
@@ -517,7 +516,7 @@ impl CheckpointStore for RedisStore {
             }
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
-                .arg(&run.record)
+                .arg(&key)
                 .arg(&payload)
                 .arg("PX")
                 .arg(ttl)
@@ -546,7 +545,7 @@ impl CheckpointStore for RedisStore {
             let keys = self.redis.keys();
             let run = keys.run(cadence, run_id);
             let index = keys.index(cadence);
-            self.invalidate(&run);
+            self.invalidate(&run.lease);
             let token = self.held_token(&run);
             let mut pipe = redis::pipe();
             let mut fenced = CLEAR.prepare_invoke();
@@ -819,7 +818,7 @@ impl CheckpointStore for RedisStore {
         })
     }
 
-    /// One script: the lease and the record together (REDIS-3, CKP-5).
+    /// One operation of the group commit: the lease and the record together (REDIS-3, CKP-5).
     fn acquire_and_load<'a>(
         &'a self,
         cadence: &'a str,
@@ -827,9 +826,13 @@ impl CheckpointStore for RedisStore {
         ttl: Duration,
     ) -> StoreFuture<'a, (Lease, Option<Record>)> {
         Box::pin(async move {
-            let run = self.redis.keys().run(cadence, run_id);
+            let RunKeys {
+                record: record_key,
+                lease: lease_key,
+                fence,
+            } = self.redis.keys().run(cadence, run_id);
             let op = Op::acquire_load(
-                [run.lease.clone(), run.fence, run.record.clone()],
+                [lease_key.clone(), fence, record_key],
                 millis(ttl),
                 self.fence_ttl_ms(ttl),
             );
@@ -860,7 +863,13 @@ impl CheckpointStore for RedisStore {
                 Some(Value::BulkString(b)) => Some(b),
                 _ => None,
             };
-            let record = match bytes.map(|b| self.decode(&run.record, &b)).transpose() {
+            let record = match bytes
+                .map(|b| {
+                    let (_, key) = self.redis.keys().lease_and_record(cadence, run_id);
+                    self.decode(&key, &b)
+                })
+                .transpose()
+            {
                 Ok(r) => r.filter(|r| !r.is_expired(SystemTime::now())),
                 Err(e) => {
                     // Nothing is held after a failed call; the corrupt record stays.
@@ -869,7 +878,7 @@ impl CheckpointStore for RedisStore {
                 }
             };
             self.track(
-                run.lease,
+                lease_key,
                 Held {
                     token,
                     prefetched: None,
@@ -881,8 +890,8 @@ impl CheckpointStore for RedisStore {
         })
     }
 
-    /// One fenced script that writes (or clears) and releases, with the index update
-    /// pipelined (REDIS-2, REDIS-3, CKP-7).
+    /// One fenced operation of the group commit that writes (or clears) the record, updates
+    /// the index and releases the lease (REDIS-2, REDIS-3, CKP-7).
     fn end_run<'a>(
         &'a self,
         cadence: &'a str,
@@ -899,13 +908,8 @@ impl CheckpointStore for RedisStore {
                 };
             };
             let keys = self.redis.keys();
-            let run = keys.run(cadence, run_id);
-            self.invalidate(&run);
-            let RunKeys {
-                record: key,
-                lease: lease_key,
-                ..
-            } = run;
+            let (lease_key, key) = keys.lease_and_record(cadence, run_id);
+            self.invalidate(&lease_key);
             let op = match end {
                 RunEnd::Save(record) => Op::save_indexed(
                     true,

@@ -4,10 +4,14 @@
 //! concurrent tasks over one shared connection.
 //!
 //! A commit is one note whose completion the engine saved (a fenced save). Each run also
-//! takes its lease and loads its checkpoint (one script), and ends with one fenced script that
-//! clears the record and releases the lease — carrying the save of the last note — so a run of
-//! 5 notes is 6 round trips, all counted in the value's time; the baseline does one
-//! compare-and-set per commit and nothing else.
+//! takes its lease and loads its checkpoint (one operation), and ends with one fenced operation
+//! that clears the record and releases the lease — carrying the save of the last note — so a
+//! run of 5 notes is 6 fenced operations, all counted in the value's time; the baseline does
+//! one compare-and-set per commit and nothing else. The store's group commit sends the
+//! operations that the 64 runs submit together as one `EVALSHA` (see `RedisStore`).
+//!
+//! `examples/split.rs` runs each side alone and prints the CPU per operation of this process
+//! and of redis-server, to see which side a change helps.
 //!
 //! What the ratio measures on a shared 2-core machine is, in effect, total CPU per commit
 //! (client + redis-server) against the baseline's: with the work split between the bench
