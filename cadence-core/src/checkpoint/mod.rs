@@ -297,6 +297,29 @@ pub(crate) fn write_rfc3339_micros(t: SystemTime, out: &mut String) {
     out.push_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000000Z"));
 }
 
+/// Stamps `out` (cleared first) with `t` as [`write_rfc3339_micros`] does. `secs` remembers
+/// the second `out` was last stamped with: within the same second only the six digits of
+/// the microseconds are rewritten. Times outside what the formatter writes exactly (before
+/// 1970, after 9999) always go through it.
+pub(crate) fn stamp_rfc3339_micros(t: SystemTime, out: &mut String, secs: &mut u64) {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let s = d.as_secs();
+    if s == *secs && out.len() == 27 && s <= 253_402_300_799 && d != Duration::ZERO {
+        let mut digits = *b"000000";
+        let mut v = d.subsec_micros();
+        for b in digits.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        // Digits are ASCII; positions 20..26 of a stamp are its microseconds.
+        out.replace_range(20..26, std::str::from_utf8(&digits).unwrap_or("000000"));
+        return;
+    }
+    out.clear();
+    write_rfc3339_micros(t, out);
+    *secs = if d == Duration::ZERO { u64::MAX } else { s };
+}
+
 /// One line of [`CheckpointStore::list`] (CKP-10).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -514,6 +537,22 @@ mod tests {
             assert_eq!(out, humantime::format_rfc3339_micros(t).to_string());
             t = UNIX_EPOCH + Duration::from_micros(seed % 253_402_300_799_000_000);
         }
+        // The stamp that rewrites only the microseconds within a second writes the same.
+        let (mut stamped, mut secs) = (String::from("old"), u64::MAX);
+        let mut t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for step in [0, 1, 999_999, 1, 5, 1_000_000, 3, 86_400_000_000, 7] {
+            t += Duration::from_micros(step);
+            super::stamp_rfc3339_micros(t, &mut stamped, &mut secs);
+            assert_eq!(stamped, humantime::format_rfc3339_micros(t).to_string());
+        }
+        super::stamp_rfc3339_micros(UNIX_EPOCH, &mut stamped, &mut secs);
+        assert_eq!(stamped, "1970-01-01T00:00:00.000000Z");
+        super::stamp_rfc3339_micros(
+            UNIX_EPOCH + Duration::from_micros(5),
+            &mut stamped,
+            &mut secs,
+        );
+        assert_eq!(stamped, "1970-01-01T00:00:00.000005Z");
         let mut out = String::from("old");
         out.clear();
         super::write_rfc3339_micros(UNIX_EPOCH + Duration::from_secs(951_782_400), &mut out);

@@ -17,13 +17,13 @@
 //! `Continue` reports it and writes the end again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{
     CheckpointStore, Lease, OnCheckpointError, RawJson, Record, RecordStatus, RunEnd,
-    write_rfc3339_micros,
+    stamp_rfc3339_micros,
 };
 use crate::error::{CadenceError, CheckpointErrorKind};
 use crate::hook::TraceContext;
@@ -135,6 +135,15 @@ pub(crate) struct Finished {
     pub(crate) errors: Vec<CadenceError>,
 }
 
+/// The attempt counters of a run (CKP-12): per note path, the total so far and whether it
+/// changed since the last save.
+#[derive(Default)]
+struct Attempts {
+    counts: BTreeMap<String, (u32, bool)>,
+    /// Whether any counter changed since the last save.
+    changed: bool,
+}
+
 /// One checkpointed run.
 pub(crate) struct Session<S> {
     pub(crate) store: Arc<dyn CheckpointStore>,
@@ -151,15 +160,18 @@ pub(crate) struct Session<S> {
     pub(crate) members: BTreeMap<String, RawJson>,
     /// Attempts recorded by earlier executions (CKP-12).
     prior: HashMap<String, u32>,
-    /// Attempts started by this execution, and whether each changed since the last save:
-    /// only changed ones are merged into the record.
-    attempts: Mutex<BTreeMap<String, (u32, bool)>>,
+    /// Attempts of each note started so far (earlier executions' included) and whether each
+    /// changed since the last save: only changed ones are merged into the record.
+    attempts: Mutex<Attempts>,
     /// The last top-level measure, completed and applied to the record but not yet written:
     /// the end write carries it.
     deferred: Mutex<Option<String>>,
     pub(crate) resumed: bool,
     pub(crate) forced: bool,
     released: AtomicBool,
+    /// The second `updated_at` of the record was last stamped with (see
+    /// [`stamp_rfc3339_micros`]); saves are serialized by the record's lock.
+    stamped: AtomicU64,
 }
 
 impl<S> Session<S> {
@@ -288,11 +300,12 @@ impl<S> Session<S> {
             completed,
             members,
             prior,
-            attempts: Mutex::new(BTreeMap::new()),
+            attempts: Mutex::new(Attempts::default()),
             deferred: Mutex::new(None),
             resumed,
             forced,
             released: AtomicBool::new(false),
+            stamped: AtomicU64::new(u64::MAX),
         })))
     }
 
@@ -304,29 +317,33 @@ impl<S> Session<S> {
     /// Counts a started attempt (CKP-12).
     pub(crate) fn attempt_started(&self, path: &str) {
         let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        match a.get_mut(path) {
+        match a.counts.get_mut(path) {
             Some((n, changed)) => {
                 *n += 1;
                 *changed = true;
             }
             None => {
-                a.insert(path.to_owned(), (1, true));
+                let n = self.prior_attempts(path) + 1;
+                a.counts.insert(path.to_owned(), (n, true));
             }
         }
+        a.changed = true;
     }
 
     /// Merges the attempt counters that changed since the last save into `rec` (CKP-12).
     fn merge_attempts(&self, rec: &mut Record) {
         let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        for (path, (n, changed)) in a.iter_mut() {
+        if !std::mem::take(&mut a.changed) {
+            return;
+        }
+        for (path, (n, changed)) in a.counts.iter_mut() {
             if !std::mem::take(changed) {
                 continue;
             }
-            let total = self.prior.get(path).copied().unwrap_or(0) + *n;
             match rec.attempts.get_mut(path) {
-                Some(v) => *v = total,
+                Some(v) => *v = *n,
                 None => {
-                    rec.attempts.insert(path.clone(), total);
+                    rec.attempts.insert(path.clone(), *n);
                 }
             }
         }
@@ -335,8 +352,9 @@ impl<S> Session<S> {
     /// Attempt counters and `updated_at`, before a write (stamped in place, no allocation).
     fn stamp(&self, rec: &mut Record) {
         self.merge_attempts(rec);
-        rec.updated_at.clear();
-        write_rfc3339_micros(SystemTime::now(), &mut rec.updated_at);
+        let mut secs = self.stamped.load(Ordering::Relaxed);
+        stamp_rfc3339_micros(SystemTime::now(), &mut rec.updated_at, &mut secs);
+        self.stamped.store(secs, Ordering::Relaxed);
     }
 
     async fn write(&self, rec: &mut Record) -> Result<(), CadenceError> {
