@@ -166,6 +166,8 @@ pub(crate) struct Session<S> {
     /// The last top-level measure, completed and applied to the record but not yet written:
     /// the end write carries it.
     deferred: Mutex<Option<String>>,
+    /// Whether `deferred` was set: the record's score is then the run's final score.
+    deferring: AtomicBool,
     pub(crate) resumed: bool,
     pub(crate) forced: bool,
     released: AtomicBool,
@@ -302,6 +304,7 @@ impl<S> Session<S> {
             prior,
             attempts: Mutex::new(Attempts::default()),
             deferred: Mutex::new(None),
+            deferring: AtomicBool::new(false),
             resumed,
             forced,
             released: AtomicBool::new(false),
@@ -364,7 +367,16 @@ impl<S> Session<S> {
 
     /// Encodes a score (synchronously: the engine never holds `&S` across an await, so scores
     /// need not be `Sync`).
+    ///
+    /// Once the last measure's save is deferred, the only encoding left is the run's final
+    /// score, and nothing ran since that measure was encoded (see the module docs): the score
+    /// is the one the record holds, whose JSON is copied instead of encoded again.
     pub(crate) fn encode(&self, score: &S) -> Result<RawJson, CadenceError> {
+        if self.deferring.load(Ordering::Acquire)
+            && let Ok(rec) = self.record.try_lock()
+        {
+            return Ok(rec.score.clone());
+        }
         (self.codec.encode)(score).map_err(|e| {
             CadenceError::checkpoint(
                 CheckpointErrorKind::Other,
@@ -389,6 +401,7 @@ impl<S> Session<S> {
         rec.members.clear();
         if last {
             *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_owned());
+            self.deferring.store(true, Ordering::Release);
             return Ok(None);
         }
         self.write(&mut rec).await?;
