@@ -488,15 +488,10 @@ impl<S: Send + 'static> CadenceBuilder<S> {
         let name: Arc<str> = Arc::from(self.name);
         let fingerprint = crate::describe::fingerprint_of(&measures);
         // A hook whose `interest` panics is asked for everything (HOOK-4: isolated, counted).
-        let mut interest_panics = 0;
-        let interest = self
-            .hooks
-            .iter()
-            .fold(crate::hook::Interest::NONE, |all, h| {
-                let mut i = crate::hook::Interest::ALL;
-                interest_panics += crate::hook::isolate("interest", || i = h.interest());
-                all.union(i)
-            });
+        let epoch = crate::hook::interest_epoch();
+        let (interest, interest_panics) = crate::hook::interest_of(&self.hooks);
+        let interest_cache = crate::hook::InterestCache::default();
+        interest_cache.set(epoch, interest);
         let hooks = if self.hooks.is_empty() {
             None
         } else {
@@ -514,7 +509,7 @@ impl<S: Send + 'static> CadenceBuilder<S> {
                 name,
                 measures: measures.into_boxed_slice(),
                 hooks,
-                interest,
+                interest: interest_cache,
                 on_error,
                 fingerprint,
                 checkpoint,

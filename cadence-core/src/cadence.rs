@@ -122,14 +122,38 @@ pub(crate) struct Inner<S> {
     pub(crate) name: Arc<str>,
     pub(crate) measures: Box<[Measure<S>]>,
     pub(crate) hooks: Option<Box<[Box<dyn Hook<S>>]>>,
-    /// What the hooks want called, read once at build (`Interest::NONE` without hooks).
-    pub(crate) interest: crate::hook::Interest,
+    /// What the hooks want called (`Interest::NONE` without hooks), cached per interest epoch:
+    /// read it with [`Inner::interest`].
+    pub(crate) interest: crate::hook::InterestCache,
     pub(crate) on_error: Option<(Handler<S>, OnError)>,
     pub(crate) fingerprint: String,
     pub(crate) checkpoint: Option<Checkpointing<S>>,
     pub(crate) note_spans: bool,
     pub(crate) hook_panics: AtomicU64,
     pub(crate) warnings: Vec<Problem>,
+}
+
+impl<S> Inner<S> {
+    /// What this cadence's hooks want called, as of `epoch` (see [`Interest`]).
+    #[inline]
+    pub(crate) fn interest(&self, epoch: u32) -> Interest {
+        match self.interest.get(epoch) {
+            Some(i) => i,
+            None => self.reread_interest(epoch),
+        }
+    }
+
+    /// Asks the hooks again. A panicking `interest` was counted when the cadence was built;
+    /// asking again logs it but does not count it again.
+    #[cold]
+    fn reread_interest(&self, epoch: u32) -> Interest {
+        let interest = match &self.hooks {
+            Some(hooks) => crate::hook::interest_of(hooks).0,
+            None => Interest::NONE,
+        };
+        self.interest.set(epoch, interest);
+        interest
+    }
 }
 
 /// A built workflow definition (DSL-1): immutable, cheap to clone (an `Arc` inside),
@@ -315,6 +339,8 @@ impl<S: Send + 'static> Cadence<S> {
                 return (score, run_id, End::failed(*e), flags);
             }
             let tree = RunTree::default();
+            let epoch = crate::hook::interest_epoch();
+            let interest = self.inner.interest(epoch);
             let end = {
                 let rc = RunCtx {
                     inner: &self.inner,
@@ -328,8 +354,9 @@ impl<S: Send + 'static> Cadence<S> {
                     },
                     tree: &tree,
                     upstream: None,
-                    observe: self.inner.interest != Interest::NONE,
-                    interest: self.inner.interest,
+                    observe: interest != Interest::NONE,
+                    interest,
+                    epoch,
                     ckpt: None,
                     flags: Some(&flags),
                 };
@@ -414,6 +441,8 @@ where
             };
             let child_run_id = RunId::given(format!("{}/{}", rc.info.run_id.get(), path));
             let prefix = rc.full_path(path).into_owned();
+            let epoch = crate::hook::interest_epoch();
+            let own = self.cadence.inner.interest(epoch);
             let end = {
                 let link = ParentLink {
                     inner: rc.inner,
@@ -432,8 +461,9 @@ where
                     },
                     tree: rc.tree,
                     upstream: Some(&link),
-                    observe: rc.observe || self.cadence.inner.interest != Interest::NONE,
-                    interest: rc.interest.union(self.cadence.inner.interest),
+                    observe: rc.observe || own != Interest::NONE,
+                    interest: rc.interest_at(epoch).union(own),
+                    epoch,
                     // CHILD-5: a child is one unit of its parent's checkpoint.
                     ckpt: None,
                     flags: None,

@@ -393,6 +393,8 @@ fn dispatch<S>(inner: &Inner<S>, cx: &HookContext<'_>, occ: &Occ<'_>, score: Opt
 /// The hooks of the enclosing runs of a child run, with their scores (CHILD-3).
 pub(crate) trait Upstream: Sync {
     fn deliver(&self, cx: &HookContext<'_>, occ: &Occ<'_>);
+    /// What the enclosing runs' hooks want as of interest epoch `epoch`.
+    fn interest(&self, epoch: u32) -> Interest;
 }
 
 pub(crate) struct ParentLink<'a, P> {
@@ -407,6 +409,14 @@ impl<P: Sync> Upstream for ParentLink<'_, P> {
             up.deliver(cx, occ);
         }
         dispatch(self.inner, cx, occ, Some(self.score));
+    }
+
+    fn interest(&self, epoch: u32) -> Interest {
+        let own = self.inner.interest(epoch);
+        match self.up {
+            Some(up) => own.union(up.interest(epoch)),
+            None => own,
+        }
     }
 }
 
@@ -474,8 +484,10 @@ pub(crate) struct RunCtx<'r, S> {
     pub(crate) upstream: Option<&'r dyn Upstream>,
     /// Whether any hook in the run tree will see this run's occurrences.
     pub(crate) observe: bool,
-    /// Which occurrences the run tree's hooks want (the union of their `Interest`s).
+    /// Which occurrences the run tree's hooks want (the union of their `Interest`s), as of
+    /// interest epoch `epoch` (see [`crate::hook::rebuild_interest_cache`]).
     pub(crate) interest: Interest,
+    pub(crate) epoch: u32,
     /// The checkpoint session of a checkpointed root run.
     pub(crate) ckpt: Option<&'r Session<S>>,
     /// Resumed/replayed flags of the root run.
@@ -613,8 +625,29 @@ impl<'r, S> RunCtx<'r, S> {
     /// [`emit`](Self::emit) of an occurrence the engine read tokio's clock for (`now`).
     #[inline(always)]
     pub(crate) fn emit_at(&self, occ: Occ<'_>, score: Option<&S>, now: Option<Stamp>) {
-        if self.observe && self.interest.contains(occ.hook_method()) {
+        if self.observe
+            && (self.interest.contains(occ.hook_method()) || self.gained(occ.hook_method()))
+        {
             self.emit_slow(&occ, score, now);
+        }
+    }
+
+    /// Whether a hook of the run tree came to want `m` since the run started.
+    #[inline]
+    fn gained(&self, m: HookMethod) -> bool {
+        let epoch = crate::hook::interest_epoch();
+        epoch != self.epoch && self.interest_at(epoch).contains(m)
+    }
+
+    /// What the run tree's hooks want as of interest epoch `epoch`.
+    pub(crate) fn interest_at(&self, epoch: u32) -> Interest {
+        if epoch == self.epoch {
+            return self.interest;
+        }
+        let own = self.inner.interest(epoch);
+        match self.upstream {
+            Some(up) => own.union(up.interest(epoch)),
+            None => own,
         }
     }
 
@@ -2104,6 +2137,7 @@ mod size_tests {
             upstream: None,
             observe: false,
             interest: Interest::NONE,
+            epoch: 0,
             ckpt: None,
             flags: None,
         };

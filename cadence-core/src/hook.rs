@@ -42,6 +42,7 @@
 use std::cell::OnceCell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::{RunTree, Stamp, wall_now};
@@ -367,10 +368,17 @@ pub enum HookMethod {
 
 /// Which [`Hook`] methods a hook wants called, in the spirit of `tracing`'s `Interest`.
 ///
-/// The engine reads the interest of a cadence's hooks once, when the cadence is built, and
-/// skips every occurrence that no hook of the run tree wants before building its context (so
-/// such an occurrence also takes no [`seq`](HookContext::seq) number). The default is
-/// [`Interest::ALL`]; a hook that implements few methods can say so and make every run cheaper:
+/// The engine asks a cadence's hooks for their interest when the cadence is built and caches
+/// the answer; it skips every occurrence that no hook of the run tree wants before building
+/// its context (so such an occurrence also takes no [`seq`](HookContext::seq) number). The
+/// default is [`Interest::ALL`]; a hook that implements few methods can say so and make every
+/// run cheaper.
+///
+/// A hook whose interest changes over time (the [`EventEmitter`](crate::EventEmitter) wants
+/// what its listeners want) calls [`rebuild_interest_cache`] after each change, like
+/// `tracing_core::callsite::rebuild_interest_cache`: every cadence asks its hooks again, runs
+/// in flight at their next occurrence. One exception keeps runs that nothing observes free:
+/// a run whose hooks wanted nothing at all when it started stays unobserved to its end.
 ///
 /// ```
 /// use cadence_core::hook::{Hook, HookContext, HookMethod, Interest, NoteOutcome};
@@ -526,11 +534,66 @@ pub trait Hook<S>: Send + Sync {
     fn trace_context(&self) -> Option<TraceContext> {
         None
     }
-    /// Which methods this hook wants called (default: all). Read once, when a cadence is
-    /// built with this hook; see [`Interest`].
+    /// Which methods this hook wants called (default: all). Read when a cadence is built with
+    /// this hook and again after [`rebuild_interest_cache`]; see [`Interest`].
     fn interest(&self) -> Interest {
         Interest::ALL
     }
+}
+
+/// Bumped by [`rebuild_interest_cache`]; caches of [`Interest`] hold the value they were read at.
+static INTEREST_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// Tells every cadence that the [`Interest`] of some hook changed: each asks its hooks again
+/// before its next run, and runs in flight do at their next occurrence that the old interest
+/// skipped. Cheap enough to call on every change of a hook's interest (one atomic add); never
+/// needed for hooks whose interest is fixed.
+///
+/// ```
+/// use cadence_core::{Cadence, EventEmitter, hook};
+/// // EventEmitter::on and off call it for you.
+/// hook::rebuild_interest_cache();
+/// ```
+pub fn rebuild_interest_cache() {
+    INTEREST_EPOCH.fetch_add(1, Ordering::Release);
+}
+
+/// The current interest epoch.
+#[inline]
+pub(crate) fn interest_epoch() -> u32 {
+    INTEREST_EPOCH.load(Ordering::Acquire)
+}
+
+/// A cadence's cached union of its hooks' interests, with the epoch it was read at.
+#[derive(Debug, Default)]
+pub(crate) struct InterestCache(AtomicU64);
+
+impl InterestCache {
+    /// The cached interest, if it is of `epoch`.
+    #[inline]
+    pub(crate) fn get(&self, epoch: u32) -> Option<Interest> {
+        let v = self.0.load(Ordering::Relaxed);
+        ((v >> 32) as u32 == epoch).then_some(Interest(v as u32))
+    }
+
+    pub(crate) fn set(&self, epoch: u32, interest: Interest) {
+        self.0.store(
+            u64::from(epoch) << 32 | u64::from(interest.0),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The union of `hooks`' interests, isolating panics: a panicking `interest` is asked for
+/// everything (HOOK-4). Returns the interest and the number of panics.
+pub(crate) fn interest_of<S>(hooks: &[Box<dyn Hook<S>>]) -> (Interest, u64) {
+    let mut panics = 0;
+    let interest = hooks.iter().fold(Interest::NONE, |all, h| {
+        let mut i = Interest::ALL;
+        panics += isolate("interest", || i = h.interest());
+        all.union(i)
+    });
+    (interest, panics)
 }
 
 /// The panic payload combinators re-raise after isolating their elements: how many leaf hooks

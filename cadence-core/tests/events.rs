@@ -1713,3 +1713,48 @@ async fn hook7_timing_hooks_keep_attempt_durations_per_run() {
     assert!(timing.timings("r1").is_none());
     assert!(timing.report("r1").is_none());
 }
+
+#[tokio::test]
+async fn evt5_an_emitter_wants_what_its_listeners_want_and_a_new_listener_sees_the_run_in_flight() {
+    // EVT-5, EVT-3: occurrences no listener wants are skipped (and take no seq); a listener
+    // added while a run is in flight gets that run's later events.
+    use cadence_core::{HookMethod, Interest};
+    let emitter = EventEmitter::new();
+    let interest = |e: &EventEmitter| <EventEmitter as Hook<Log>>::interest(e);
+    assert!(!interest(&emitter).contains(HookMethod::NoteStart));
+    let completed = collect(&emitter, "note.completed");
+    assert!(interest(&emitter).contains(HookMethod::NoteEnd));
+    assert!(!interest(&emitter).contains(HookMethod::NoteStart));
+
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let (adder, sink) = (emitter.clone(), started.clone());
+    let c = Cadence::<Log>::new("late")
+        .then("a", ok("a"))
+        .then(
+            "b",
+            note::from_fn(move |l: &mut Log| {
+                let sink = sink.clone();
+                adder.on("note.started", move |e: &Event| {
+                    sink.lock().unwrap().push(e.clone())
+                });
+                l.push("b".into());
+                Box::pin(async { Ok::<_, BoxError>(()) })
+            }),
+        )
+        .then("c", ok("c"))
+        .with_hooks(emitter.clone())
+        .build()
+        .unwrap();
+    c.run_with(Vec::new(), options("r1")).await.unwrap();
+    assert_eq!(names(&started.lock().unwrap()), ["note.started c"]);
+    assert!(interest(&emitter).contains(HookMethod::NoteStart));
+    let completed = completed.lock().unwrap().clone();
+    assert_eq!(
+        names(&completed),
+        ["note.completed a", "note.completed b", "note.completed c"]
+    );
+    // Before the listener came, note starts took no seq: a's completion directly follows
+    // cadence.started (0).
+    assert_eq!(completed[0].seq, 1);
+    assert_ne!(interest(&emitter), Interest::ALL);
+}

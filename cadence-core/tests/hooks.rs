@@ -1071,6 +1071,62 @@ async fn hooks_are_called_only_for_what_their_run_tree_wants() {
     assert_eq!(<() as Hook<Log>>::interest(&()), Interest::NONE);
 }
 
+/// A hook that wants note ends, and note starts too once `starts_wanted` is set.
+struct Changing {
+    starts_wanted: std::sync::atomic::AtomicBool,
+    starts: AtomicUsize,
+}
+
+impl<S> Hook<S> for Changing {
+    fn on_note_start(&self, _: &HookContext<'_>, _: &str, _: u32, _: &S) {
+        self.starts.fetch_add(1, Ordering::Relaxed);
+    }
+    fn interest(&self) -> cadence_core::Interest {
+        use cadence_core::{HookMethod, Interest};
+        let i = Interest::NONE.with(HookMethod::NoteEnd);
+        if self.starts_wanted.load(Ordering::Relaxed) {
+            i.with(HookMethod::NoteStart)
+        } else {
+            i
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_changed_interest_is_read_again_after_rebuild_even_mid_run() {
+    // HOOK-1: `rebuild_interest_cache` makes cadences (and runs in flight) ask again.
+    let hook = Arc::new(Changing {
+        starts_wanted: false.into(),
+        starts: AtomicUsize::new(0),
+    });
+    let flip = hook.clone();
+    let c = Cadence::<Log>::new("changing")
+        .then("a", push("a"))
+        .then(
+            "b",
+            note::from_fn(move |l: &mut Log| {
+                flip.starts_wanted.store(true, Ordering::Relaxed);
+                cadence_core::hook::rebuild_interest_cache();
+                l.push("b".into());
+                Box::pin(async { Ok::<_, BoxError>(()) })
+            }),
+        )
+        .then("c", push("c"))
+        .then("d", push("d"))
+        .with_hooks(hook.clone())
+        .build()
+        .unwrap();
+    c.run(vec![]).await.unwrap();
+    // a and b started before the change; c and d after it, in the same run.
+    assert_eq!(hook.starts.load(Ordering::Relaxed), 2);
+    c.run(vec![]).await.unwrap();
+    assert_eq!(
+        hook.starts.load(Ordering::Relaxed),
+        6,
+        "the next run wants all four"
+    );
+}
+
 #[tokio::test]
 async fn notes_run_inside_their_note_span_without_hooks() {
     // OTEL-1: with a subscriber and no hooks (the engine's lean path is off only because a

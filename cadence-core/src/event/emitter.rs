@@ -47,7 +47,8 @@ use super::{Event, EventError, EventKind, MeasureStatus, SLOTS, UNKNOWN, kind};
 use crate::clock::{truncate, wall_now};
 use crate::error::{BoxError, CadenceError, panic_message};
 use crate::hook::{
-    Hook, HookContext, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome, SkipReason,
+    Hook, HookContext, HookMethod, Interest, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome,
+    SkipReason,
 };
 use crate::policy::circuit_breaker::CircuitState;
 
@@ -237,6 +238,35 @@ impl Table {
     }
 }
 
+/// The hook methods whose occurrences make the kinds of interest mask `mask`. A run's start
+/// and end are always wanted (cheap, once per run).
+fn hook_interest(mask: u64) -> Interest {
+    use HookMethod as M;
+    let wanted = |k: usize| mask & (sync_bit(k) | queue_bit(k)) != 0;
+    let mut i = Interest::NONE.with(M::CadenceStart).with(M::CadenceEnd);
+    for (k, m) in [
+        (kind::MEASURE_STARTED, M::MeasureStart),
+        (kind::MEASURE_FINISHED, M::MeasureEnd),
+        (kind::NOTE_STARTED, M::NoteStart),
+        (kind::NOTE_COMPLETED, M::NoteEnd),
+        (kind::NOTE_FAILED, M::NoteEnd),
+        (kind::NOTE_CANCELLED, M::NoteEnd),
+        (kind::NOTE_RETRYING, M::Retry),
+        (kind::NOTE_SKIPPED, M::NoteSkipped),
+        (kind::NOTE_FALLBACK_USED, M::Fallback),
+        (kind::BRANCH_TAKEN, M::BranchTaken),
+        (kind::CIRCUIT_STATE_CHANGED, M::CircuitStateChange),
+        (kind::CHECKPOINT_SAVED, M::CheckpointSaved),
+        (kind::CHECKPOINT_LOADED, M::CheckpointLoaded),
+        (kind::CHECKPOINT_FAILED, M::CheckpointError),
+    ] {
+        if wanted(k) {
+            i = i.with(m);
+        }
+    }
+    i
+}
+
 const fn sync_bit(k: usize) -> u64 {
     1 << k
 }
@@ -373,7 +403,11 @@ impl Shared {
         let id = table.id;
         *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
         self.table_id.store(id, Ordering::Release);
-        self.interest.store(interest, Ordering::Release);
+        let before = self.interest.swap(interest, Ordering::AcqRel);
+        if hook_interest(before) != hook_interest(interest) {
+            // Cadences with this emitter ask it again (see `Interest`).
+            crate::hook::rebuild_interest_cache();
+        }
     }
 
     fn count_drop(&self) {
@@ -1323,6 +1357,12 @@ async fn flush_sinks(shared: &Shared) {
 // ---------------------------------------------------------------------- Hook
 
 impl<S> Hook<S> for EventEmitter {
+    /// What the listeners, sinks and subscribers want right now; changes are announced with
+    /// [`rebuild_interest_cache`](crate::hook::rebuild_interest_cache).
+    fn interest(&self) -> Interest {
+        hook_interest(self.inner.shared.interest.load(Ordering::Acquire))
+    }
+
     fn on_cadence_start(&self, cx: &HookContext<'_>, _score: &S) {
         self.occur(cx, kind::CADENCE_STARTED, |_: &mut Strings<'_>| {
             EventKind::CadenceStarted {
@@ -1551,6 +1591,10 @@ impl<S> fmt::Debug for ScoredEmitter<S> {
 }
 
 impl<S> Hook<S> for ScoredEmitter<S> {
+    fn interest(&self) -> Interest {
+        Hook::<S>::interest(&self.emitter)
+    }
+
     fn on_cadence_start(&self, cx: &HookContext<'_>, score: &S) {
         Hook::<S>::on_cadence_start(&self.emitter, cx, score)
     }
