@@ -42,14 +42,29 @@ pub(crate) const MAX_BATCH: usize = 128;
 ///   absent (`SET NX`), with a token one higher than any before (a refused acquisition
 ///   uses up a token number: tokens still only grow)
 ///
-/// An operation that fails (e.g. a key of the wrong type) replies with its own error; the
+/// Index updates (`I`, `E`, `C`) are gathered per index key and applied after the operations,
+/// one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index (a run has at
+/// most one operation in a batch, so no member is both added and removed). An operation that
+/// fails (e.g. a key of the wrong type) replies with its own error, as do the operations whose
+/// index update failed (their record was written, as with a failed pipelined `ZADD`); the
 /// others are applied as usual.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local nkeys = {S = 2, I = 3, E = 3, C = 3, K = 1, A = 3}
 local nargs = {S = 4, I = 7, E = 7, C = 4, K = 2, A = 3}
-local function apply(op, k, a)
+local zadd, zrem, zttl, users = {}, {}, {}, {}
+local function later(t, key, ttl, i, x, y)
+  local l = t[key]
+  if l == nil then l = {}; t[key] = l end
+  l[#l + 1] = x
+  if y ~= nil then l[#l + 1] = y end
+  if zttl[key] == nil or tonumber(ttl) > tonumber(zttl[key]) then zttl[key] = ttl end
+  local u = users[key]
+  if u == nil then u = {}; users[key] = u end
+  u[#u + 1] = i
+end
+local function apply(op, k, a, i)
   if op == 'A' then
     local token = redis.call('INCR', KEYS[k + 1])
     redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 2])
@@ -63,31 +78,40 @@ local function apply(op, k, a)
   end
   if op == 'C' then
     redis.call('DEL', KEYS[k + 1], KEYS[k])
-    redis.call('ZREM', KEYS[k + 2], ARGV[a + 2])
-    redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 3])
+    later(zrem, KEYS[k + 2], ARGV[a + 3], i, ARGV[a + 2])
     return 1
   end
   redis.call('SET', KEYS[k + 1], ARGV[a + 2], 'PX', ARGV[a + 3])
   if op == 'S' then return 1 end
   if op == 'E' then redis.call('DEL', KEYS[k]) end
-  redis.call('ZADD', KEYS[k + 2], ARGV[a + 4], ARGV[a + 5])
-  redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 6])
+  later(zadd, KEYS[k + 2], ARGV[a + 6], i, ARGV[a + 4], ARGV[a + 5])
   return 1
 end
 local out, k, a = {}, 1, 1
 while a <= #ARGV do
   local op = ARGV[a]
   if nkeys[op] == nil then return redis.error_reply('unknown batch op ' .. tostring(op)) end
-  local ok, r = pcall(apply, op, k, a)
-  if ok then
-    out[#out + 1] = r
-  elseif type(r) == 'table' and r.err then
-    out[#out + 1] = r
+  local i = #out + 1
+  local ok, r = pcall(apply, op, k, a, i)
+  if ok or (type(r) == 'table' and r.err) then
+    out[i] = r
   else
-    out[#out + 1] = {err = tostring(r)}
+    out[i] = {err = tostring(r)}
   end
   k = k + nkeys[op]
   a = a + nargs[op]
+end
+local function index(key)
+  if zadd[key] then redis.call('ZADD', key, unpack(zadd[key])) end
+  if zrem[key] then redis.call('ZREM', key, unpack(zrem[key])) end
+  redis.call('PEXPIRE', key, zttl[key])
+end
+for key in pairs(zttl) do
+  local ok, r = pcall(index, key)
+  if not ok then
+    if not (type(r) == 'table' and r.err) then r = {err = tostring(r)} end
+    for _, i in ipairs(users[key]) do out[i] = r end
+  end
 end
 return out
 ",

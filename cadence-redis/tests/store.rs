@@ -744,3 +744,106 @@ async fn clear_by_the_lease_holder_is_fenced_and_releases() {
     assert_eq!(kind(&e), Some(CheckpointErrorKind::LeaseHeld));
     a.release_lease(&again).await.unwrap();
 }
+
+// REDIS-3 with group commit: fenced saves of many runs submitted at once go together in few
+// calls, yet each is checked against its own token and answered on its own — the stale
+// workers' saves are rejected and change nothing, a run whose lease key was broken fails
+// alone, and every other run's save lands and is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_fences_and_answers_each_run_on_its_own() {
+    let Some(old) = store("group").await else {
+        return;
+    };
+    let new = old.redis().store();
+    const RUNS: usize = 48;
+    let mut leases = Vec::new();
+    for r in 0..RUNS {
+        let id = format!("r{r}");
+        let (lease, found) = old
+            .acquire_and_load("group", &id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(found.is_none());
+        leases.push(lease);
+    }
+    let mut conn = old.redis().connection();
+    // Every third run's lease expired and another worker took it over and saved.
+    for r in (0..RUNS).step_by(3) {
+        let id = format!("r{r}");
+        let [_, lease_key, _] = old.run_keys("group", &id);
+        let () = redis::cmd("DEL")
+            .arg(&lease_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (taken, _) = new
+            .acquire_and_load("group", &id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(taken.token > leases[r].token);
+        new.save(&record("group", &id, 7), Some(&taken))
+            .await
+            .unwrap();
+    }
+    // One run's lease key is not a string any more: its save fails, alone.
+    let [_, broken, _] = old.run_keys("group", "r1");
+    let () = redis::cmd("DEL")
+        .arg(&broken)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg(&broken)
+        .arg("x")
+        .arg("y")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let saves: Vec<_> = leases
+        .iter()
+        .map(|lease| {
+            let (old, lease) = (old.clone(), lease.clone());
+            tokio::spawn(async move {
+                let r = record("group", &lease.run_id, 2);
+                old.save(&r, Some(&lease)).await
+            })
+        })
+        .collect();
+    for (r, save) in saves.into_iter().enumerate() {
+        let result = save.await.unwrap();
+        let id = format!("r{r}");
+        let stored = old.load("group", &id).await.unwrap();
+        if r % 3 == 0 {
+            let e = result.unwrap_err();
+            assert_eq!(kind(&e), Some(CheckpointErrorKind::LeaseLost), "{e}");
+            assert_eq!(
+                stored.unwrap().completed.len(),
+                7,
+                "{id}: the new owner's record"
+            );
+        } else if r == 1 {
+            let e = result.unwrap_err();
+            assert!(kind(&e).is_some(), "{e}");
+            assert!(stored.is_none(), "nothing written for the broken run");
+        } else {
+            result.unwrap();
+            assert_eq!(stored.unwrap().completed.len(), 2, "{id}");
+        }
+    }
+    let listed = old.list(Some("group")).await.unwrap();
+    assert_eq!(listed.len(), RUNS - 1, "every written run is indexed");
+    let _ = redis::cmd("DEL")
+        .arg(&broken)
+        .query_async::<()>(&mut conn)
+        .await;
+    for lease in &leases {
+        let _ = old
+            .end_run(
+                "group",
+                &lease.run_id,
+                cadence_core::checkpoint::RunEnd::Clear,
+                Some(lease),
+            )
+            .await;
+    }
+}
