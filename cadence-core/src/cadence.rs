@@ -338,9 +338,9 @@ impl<S: Send + 'static> Cadence<S> {
                 // RUN-2: before any hook.
                 return (score, run_id, End::failed(*e), flags);
             }
-            let tree = RunTree::default();
             let epoch = crate::hook::interest_epoch();
             let interest = self.inner.interest(epoch);
+            let tree = RunTree::new(interest != Interest::NONE);
             let end = {
                 let rc = RunCtx {
                     inner: &self.inner,

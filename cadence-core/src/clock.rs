@@ -47,6 +47,9 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 pub(crate) struct RunTree {
     pub(crate) seq: AtomicU64,
+    /// Unique to this run tree for the life of the process when it is observed, else 0: lets
+    /// hooks recognise the root run's id without comparing text.
+    pub(crate) serial: u64,
     clock: OnceLock<Source>,
     anchor: OnceLock<WallAnchor>,
 }
@@ -75,6 +78,19 @@ impl Source {
 }
 
 impl RunTree {
+    /// The run tree of a root run; `observed` when a hook will see it.
+    pub(crate) fn new(observed: bool) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        RunTree {
+            serial: if observed {
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            } else {
+                0
+            },
+            ..RunTree::default()
+        }
+    }
+
     /// Reads the run tree's duration clock.
     #[inline]
     pub(crate) fn now(&self) -> Stamp {
@@ -89,9 +105,14 @@ impl RunTree {
     /// The time from `earlier` to `later` (zero if `later` is not after `earlier`).
     #[inline]
     pub(crate) fn between(&self, earlier: Stamp, later: Stamp) -> Duration {
+        Duration::from_nanos(self.nanos_between(earlier, later))
+    }
+
+    #[inline]
+    fn nanos_between(&self, earlier: Stamp, later: Stamp) -> u64 {
         match self.clock.get() {
-            Some(Source::Counter(clock)) => clock.delta(earlier.0, later.0),
-            _ => Duration::from_nanos(later.0.saturating_sub(earlier.0)),
+            Some(Source::Counter(clock)) => clock.delta_as_nanos(earlier.0, later.0),
+            _ => later.0.saturating_sub(earlier.0),
         }
     }
 
@@ -114,9 +135,10 @@ impl RunTree {
         let at = at.unwrap_or_else(|| self.now());
         let anchor = self.anchor.get_or_init(|| WallAnchor {
             stamp: at,
-            wall: wall_now(),
+            wall: nanos(wall_now().duration_since(UNIX_EPOCH).unwrap_or_default()),
         });
-        anchor.wall + truncate(self.between(anchor.stamp, at))
+        let micros = self.nanos_between(anchor.stamp, at) / 1_000;
+        UNIX_EPOCH + Duration::from_nanos(anchor.wall.saturating_add(micros * 1_000))
     }
 }
 
@@ -124,8 +146,8 @@ impl RunTree {
 #[derive(Debug)]
 struct WallAnchor {
     stamp: Stamp,
-    /// Truncated to the microsecond.
-    wall: SystemTime,
+    /// Nanoseconds since the Unix epoch, truncated to the microsecond.
+    wall: u64,
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -68,6 +68,8 @@ pub struct HookContext<'a> {
     /// A key unique to the note of a note occurrence for the life of the process (0 if none):
     /// lets the event emitter find its copy of the path without comparing text.
     pub(crate) key: u64,
+    /// [`RunTree::serial`] when `run_id` is the run tree's root run id, else 0.
+    pub(crate) run_serial: u64,
     pub(crate) resumed: bool,
     pub(crate) replayed: bool,
 }
@@ -85,6 +87,7 @@ impl<'a> HookContext<'a> {
             tree: None,
             now: None,
             key: 0,
+            run_serial: 0,
             resumed: false,
             replayed: false,
         }
