@@ -142,6 +142,22 @@ impl<'a> HookContext<'a> {
         self.seq
     }
 
+    /// The note this occurrence is about, on [`Hook::on_note_start`] and [`Hook::on_note_end`]
+    /// (`None` on other methods and on contexts made with [`HookContext::new`]).
+    ///
+    /// A [`NoteId`] names one note of one built cadence for the life of the process, so a hook
+    /// can keep per-note state (a metric handle, a path copy) in a table keyed by it, without
+    /// hashing or comparing the path; the same note always comes with the same cadence name
+    /// and path.
+    ///
+    /// ```
+    /// # use cadence_core::HookContext;
+    /// assert_eq!(HookContext::new("r1", "checkout", 0).note_id(), None);
+    /// ```
+    pub fn note_id(&self) -> Option<NoteId> {
+        std::num::NonZeroU64::new(self.key).map(NoteId)
+    }
+
     /// Wall-clock time (UTC) of the occurrence, to the microsecond: worked out on first use
     /// and then shared by every hook of the occurrence.
     ///
@@ -162,6 +178,18 @@ impl<'a> HookContext<'a> {
             Some(tree) => tree.wall_time(self.now),
             None => wall_now(),
         })
+    }
+}
+
+/// One note of one built cadence, unique for the life of the process: see
+/// [`HookContext::note_id`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NoteId(std::num::NonZeroU64);
+
+impl NoteId {
+    /// The id as a number (never 0; ids of one cadence's notes are consecutive).
+    pub fn get(self) -> u64 {
+        self.0.get()
     }
 }
 

@@ -86,8 +86,8 @@ pub use error::{
 pub use event::{Event, EventEmitter, EventKind, LoggingHooks, TimingHooks};
 pub use handler::OnError;
 pub use hook::{
-    Hook, HookContext, HookMethod, Interest, MeasureKind, MeasureOutcome, NoteOutcome, Outcome,
-    RunOutcome, SkipReason, TraceContext,
+    Hook, HookContext, HookMethod, Interest, MeasureKind, MeasureOutcome, NoteId, NoteOutcome,
+    Outcome, RunOutcome, SkipReason, TraceContext,
 };
 pub use note::{Control, Note, NoteContext, Stop};
 pub use options::{RunOptions, RunReport};

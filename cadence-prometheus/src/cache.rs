@@ -127,7 +127,59 @@ thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
+/// A thread's entries by (table, note id): direct-mapped at `id mod len` (see
+/// [`Table::with_note`]); ids of one cadence's notes are consecutive, so they do not collide
+/// until the table is full.
+type Keyed = Vec<Option<(usize, u64, Arc<dyn Any + Send + Sync>)>>;
+
+/// Entries of a thread's [`Keyed`] table.
+const KEYED_CAPACITY: usize = 4096;
+
+thread_local! {
+    static KEYED: RefCell<Keyed> = const { RefCell::new(Vec::new()) };
+}
+
 impl<T: Send + Sync + 'static> Table<T> {
+    /// [`with`](Self::with) for labels that `note` (a [`cadence_core::NoteId`]) determines:
+    /// the hit path is one indexed load and two compares, no hashing and no text comparison.
+    #[inline]
+    pub(crate) fn with_note<R>(
+        &self,
+        note: u64,
+        labels: &[&str],
+        make: impl FnOnce() -> T,
+        f: impl FnOnce(&T) -> R,
+    ) -> R {
+        let mut f = Some(f);
+        let hit = KEYED.try_with(|keyed| {
+            if let Ok(keyed) = keyed.try_borrow()
+                && let Some(Some((table, id, slot))) =
+                    keyed.get(note as usize & keyed.len().wrapping_sub(1))
+                && (*table, *id) == (self.id, note)
+                && let Some(slot) = slot.downcast_ref::<Slot<T>>()
+                && let Some(f) = f.take()
+            {
+                return Some(f(&slot.entry));
+            }
+            None
+        });
+        if let Ok(Some(r)) = hit {
+            return r;
+        }
+        let f = f.expect("`f` is taken only on a hit");
+        let slot = self.shared(labels, make);
+        let _ = KEYED.try_with(|keyed| {
+            if let Ok(mut keyed) = keyed.try_borrow_mut() {
+                if keyed.is_empty() {
+                    keyed.resize(KEYED_CAPACITY, None);
+                }
+                let i = note as usize & (keyed.len() - 1);
+                keyed[i] = Some((self.id, note, slot.clone()));
+            }
+        });
+        f(&slot.entry)
+    }
+
     /// Calls `f` with the entry for `labels`, creating it with `make` on first sight.
     ///
     /// The hit path is a lookup in this thread's map by the labels' addresses and one
@@ -349,6 +401,27 @@ impl Hasher for Prehashed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_by_note_id_survive_collisions_and_are_per_table() {
+        let (a, b) = (Table::<String>::default(), Table::<String>::default());
+        let get = |t: &Table<String>, id: u64, label: &'static str| {
+            t.with_note(id, &["c", label], || label.to_owned(), |e| e.clone())
+        };
+        // Ids one table length apart share a slot: each lookup still finds its own entry.
+        let far = 7 + KEYED_CAPACITY as u64;
+        for _ in 0..3 {
+            assert_eq!(get(&a, 7, "x"), "x");
+            assert_eq!(get(&a, far, "y"), "y");
+            assert_eq!(get(&b, 7, "z"), "z", "another table, same id");
+        }
+        // The shared level holds one entry per label set.
+        assert_eq!((a.len(), b.len()), (2, 1));
+        assert_eq!(
+            a.with(&["c", "x"], || unreachable!("exists"), |e| e.clone()),
+            "x"
+        );
+    }
 
     #[test]
     fn label_boundaries_matter() {

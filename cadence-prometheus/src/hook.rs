@@ -320,11 +320,19 @@ impl<S> Hook<S> for PrometheusHook {
         }
         let cadence = cx.cadence();
         let family = &*inner.families.note_duration;
-        inner.with_note(cadence, path, |n| {
+        let observe = |n: &NoteEntry| {
             n.durations[i]
                 .get_or_init(|| family.series(&[cadence, path, NOTE_OUTCOMES[i]]))
                 .observe(family.bounds(), duration)
-        });
+        };
+        match cx.note_id() {
+            Some(id) => {
+                inner
+                    .notes
+                    .with_note(id.get(), &[cadence, path], NoteEntry::default, observe)
+            }
+            None => inner.with_note(cadence, path, observe),
+        }
     }
 
     fn on_retry(
