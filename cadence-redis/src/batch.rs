@@ -45,7 +45,8 @@ pub(crate) const MAX_BATCH: usize = 128;
 /// Index updates (`I`, `E`, `C`) are gathered per index key and applied after the operations,
 /// one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index (a run has at
 /// most one operation in a batch, so no member is both added and removed). An operation that
-/// fails (e.g. a key of the wrong type) replies with its own error, as do the operations whose
+/// fails (e.g. a key of the wrong type) replies with its own error as `{'!', message}` (not
+/// an error reply: the client would fail the whole reply for it), as do the operations whose
 /// index update failed (their record was written, as with a failed pipelined `ZADD`); the
 /// others are applied as usual.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
@@ -54,6 +55,10 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
 local nkeys = {S = 2, I = 3, E = 3, C = 3, K = 1, A = 3}
 local nargs = {S = 4, I = 7, E = 7, C = 4, K = 2, A = 3}
 local zadd, zrem, zttl, users = {}, {}, {}, {}
+local function failed(r)
+  if type(r) == 'table' and r.err then return {'!', r.err} end
+  return {'!', tostring(r)}
+end
 local function later(t, key, ttl, i, x, y)
   local l = t[key]
   if l == nil then l = {}; t[key] = l end
@@ -93,11 +98,7 @@ while a <= #ARGV do
   if nkeys[op] == nil then return redis.error_reply('unknown batch op ' .. tostring(op)) end
   local i = #out + 1
   local ok, r = pcall(apply, op, k, a, i)
-  if ok or (type(r) == 'table' and r.err) then
-    out[i] = r
-  else
-    out[i] = {err = tostring(r)}
-  end
+  if ok then out[i] = r else out[i] = failed(r) end
   k = k + nkeys[op]
   a = a + nargs[op]
 end
@@ -109,7 +110,7 @@ end
 for key in pairs(zttl) do
   local ok, r = pcall(index, key)
   if not ok then
-    if not (type(r) == 'table' and r.err) then r = {err = tostring(r)} end
+    r = failed(r)
     for _, i in ipairs(users[key]) do out[i] = r end
   end
 end
@@ -199,6 +200,25 @@ impl Op {
     }
 }
 
+/// One operation's reply: `{'!', message}` is its own error.
+fn op_reply(value: Value) -> RedisResult<Value> {
+    match value {
+        Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b.as_slice() == b"!") =>
+        {
+            let message = match items.get(1) {
+                Some(Value::BulkString(m)) => String::from_utf8_lossy(m).into_owned(),
+                other => format!("{other:?}"),
+            };
+            Err(RedisError::from((
+                ErrorKind::Extension,
+                "a batched operation failed",
+                message,
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
 type Reply = oneshot::Sender<RedisResult<Value>>;
 
 /// The queue of operations waiting for the next batch.
@@ -233,7 +253,8 @@ impl Batcher {
     }
 
     /// Queues `op` for the next batch (starting a flush task if none runs) and returns where
-    /// its reply will come. The operation is sent even if the caller stops waiting.
+    /// its reply will come. An operation whose caller stopped waiting before its batch was
+    /// taken is not sent; once sent, it is applied whether or not anyone waits.
     ///
     /// Must be called within a tokio runtime.
     pub(crate) fn submit(
@@ -272,6 +293,12 @@ impl Batcher {
                 } else {
                     batch.extend(s.queue.drain(..MAX_BATCH));
                 }
+            }
+            // Callers that stopped waiting (timed out, or cancelled) got their error already:
+            // their operations are not sent, so a frozen Redis cannot pile up work.
+            batch.retain(|(_, tx)| !tx.is_closed());
+            if batch.is_empty() {
+                continue;
             }
             let (mut count, mut size) = (2, 64);
             for (op, _) in &batch {
@@ -321,7 +348,7 @@ impl Batcher {
             match reply {
                 Ok(Value::Array(values)) if values.len() == batch.len() => {
                     for ((_, tx), value) in batch.drain(..).zip(values) {
-                        let _ = tx.send(value.extract_error());
+                        let _ = tx.send(op_reply(value));
                     }
                 }
                 Ok(other) => {
