@@ -1142,6 +1142,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         ops: &GroupOps<S>,
         score: &mut S,
     ) -> Result<Flow, CadenceError> {
+        if self.ckpt.is_none() && notes.iter().all(|n| self.is_lean(n)) {
+            return self.exec_sync_lean(path, notes, strategy, ops, score).await;
+        }
         let count = notes.len();
         // CKP-5: members whose results a checkpoint holds are not run again.
         let mut results: Vec<Option<S>> = Vec::with_capacity(count);
@@ -1191,31 +1194,18 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             .into_iter()
             .enumerate()
             .filter_map(|(j, c)| c.map(|c| (j, c)));
-        let (failure, stop) = if notes.iter().all(|n| self.is_lean(n)) {
-            // Every member on the lean path: the smallest member future there is.
-            let set: FuturesUnordered<_> = members
-                .map(|(j, mut clone)| async move {
-                    let n = &notes[j];
-                    let mut cx = self.lean_context(n);
-                    let r = lean_note!(self, n, &mut clone, cx);
-                    (j, clone, r)
-                })
-                .collect();
-            self.drive_members(set, notes, &mut group.finished, &mut results)
-                .await
-        } else {
-            let attempts = &group.attempts;
-            let set: FuturesUnordered<_> = members
-                .map(|(j, mut clone)| async move {
-                    let r = self
-                        .exec_note_as(&notes[j], &mut clone, Some(&attempts[j]))
-                        .await;
-                    (j, clone, r)
-                })
-                .collect();
-            self.drive_members(set, notes, &mut group.finished, &mut results)
-                .await
-        };
+        let attempts = &group.attempts;
+        let set: FuturesUnordered<_> = members
+            .map(|(j, mut clone)| async move {
+                let r = self
+                    .exec_note_as(&notes[j], &mut clone, Some(&attempts[j]))
+                    .await;
+                (j, clone, r)
+            })
+            .collect();
+        let (failure, stop) = self
+            .drive_members(set, notes, &mut group.finished, &mut results)
+            .await;
         if let Some((j, source)) = failure {
             group.report_cancelled();
             if matches!(source, CadenceError::Checkpoint { .. }) {
@@ -1235,6 +1225,65 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let live = &mut *group.live;
         match catch_unwind(AssertUnwindSafe(|| {
             (ops.merge)(strategy, live, results, &names)
+        })) {
+            Ok(Ok(())) => Ok(stop.unwrap_or(Flow::Continue)),
+            Ok(Err(mut conflict)) => {
+                conflict.group = self.full_path(path).into_owned();
+                Err(CadenceError::MergeConflict(conflict))
+            }
+            Err(p) => Err(self.panicked(path, p)),
+        }
+    }
+
+    /// [`exec_sync`](Self::exec_sync) of a group whose members are all on the lean path, in a
+    /// run without checkpoints: nothing observes the members, so the group keeps no per-member
+    /// bookkeeping, and each member future borrows its clone from one vector that is merged
+    /// as it stands (PAR-1…6 as in the general path).
+    async fn exec_sync_lean(
+        &self,
+        path: &str,
+        notes: &[CompiledNote<S>],
+        strategy: &MergeStrategy<S>,
+        ops: &GroupOps<S>,
+        score: &mut S,
+    ) -> Result<Flow, CadenceError> {
+        // PAR-4: every clone is taken before any member runs.
+        let live: &S = score;
+        let mut clones: Vec<S> = notes.iter().map(|_| (ops.clone)(live)).collect();
+        let mut stop: Option<Flow> = None;
+        {
+            let mut set: FuturesUnordered<_> = clones
+                .iter_mut()
+                .zip(notes)
+                .enumerate()
+                .map(|(j, (clone, n))| async move {
+                    let mut cx = self.lean_context(n);
+                    (j, lean_note!(self, n, clone, cx))
+                })
+                .collect();
+            while let Some((j, r)) = set.next().await {
+                match r {
+                    Ok(Flow::Continue) => {}
+                    // PAR-6: siblings run to completion; the first stop is reported.
+                    Ok(flow) => {
+                        stop.get_or_insert(flow);
+                    }
+                    // PAR-5: dropping `set` cancels the unfinished siblings; nothing merges.
+                    Err(source) => {
+                        drop(set);
+                        return Err(CadenceError::Parallel {
+                            group: self.full_path(path).into_owned(),
+                            note: notes[j].name.to_string(),
+                            index: j,
+                            source: Box::new(source),
+                        });
+                    }
+                }
+            }
+        }
+        let names: Vec<&str> = notes.iter().map(|n| &*n.name).collect();
+        match catch_unwind(AssertUnwindSafe(|| {
+            (ops.merge)(strategy, score, clones, &names)
         })) {
             Ok(Ok(())) => Ok(stop.unwrap_or(Flow::Continue)),
             Ok(Err(mut conflict)) => {

@@ -686,3 +686,70 @@ fn diagrams_show_groups_as_fork_and_join() {
         Some("smart_merge")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_hooks_a_failing_member_cancels_its_siblings_and_nothing_merges() {
+    // PAR-5 on the lean group path (no hooks, no checkpoints), and PAR-6's first stop.
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let (dropped, finished) = (dropped.clone(), finished.clone());
+        note::from_fn(move |_: &mut Doc| {
+            let guard = DropGuard(dropped.clone());
+            let finished = finished.clone();
+            Box::pin(async move {
+                let _guard = guard;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(())
+            })
+        })
+    };
+    let c = Cadence::<Doc>::new("c")
+        .sync(
+            "g",
+            [
+                note::named("slow", slow),
+                note::named("bad", failing(5)),
+                note::named("fast", n(|d| d.total = 1)),
+            ],
+        )
+        .build()
+        .unwrap();
+    let r = c
+        .run_with_report(Doc::default(), RunOptions::default())
+        .await;
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the slow sibling was dropped"
+    );
+    assert_eq!(finished.load(Ordering::SeqCst), 0, "and never acted");
+    assert!(matches!(
+        r.error,
+        Some(CadenceError::Parallel { ref note, index: 1, .. }) if note == "bad"
+    ));
+    assert_eq!(r.score.total, 0, "nothing is merged");
+
+    let stops = Cadence::<Doc>::new("s")
+        .sync(
+            "g",
+            [
+                note::named("a", n(|d| d.total = 1)),
+                note::named(
+                    "halt",
+                    note::from_fn(|_: &mut Doc| {
+                        Box::pin(async { Ok::<_, BoxError>(Control::stop_because("enough")) })
+                    }),
+                ),
+            ],
+        )
+        .then("after", n(|d| d.total = 99))
+        .build()
+        .unwrap();
+    let r = stops
+        .run_with_report(Doc::default(), RunOptions::default())
+        .await;
+    assert_eq!(r.outcome, Outcome::Stopped);
+    assert_eq!(r.score.total, 1, "the group merged, then the run stopped");
+}
