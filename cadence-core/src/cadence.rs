@@ -339,8 +339,7 @@ impl<S: Send + 'static> Cadence<S> {
                 return (score, run_id, End::failed(*e), flags);
             }
             let epoch = crate::hook::interest_epoch();
-            let interest = self.inner.interest(epoch);
-            let tree = RunTree::new(interest != Interest::NONE);
+            let tree = RunTree::default();
             let end = {
                 let rc = RunCtx {
                     inner: &self.inner,
@@ -354,8 +353,7 @@ impl<S: Send + 'static> Cadence<S> {
                     },
                     tree: &tree,
                     upstream: None,
-                    observe: interest != Interest::NONE,
-                    interest,
+                    interest: self.inner.interest(epoch),
                     epoch,
                     ckpt: None,
                     flags: Some(&flags),
@@ -461,7 +459,6 @@ where
                     },
                     tree: rc.tree,
                     upstream: Some(&link),
-                    observe: rc.observe || own != Interest::NONE,
                     interest: rc.interest_at(epoch).union(own),
                     epoch,
                     // CHILD-5: a child is one unit of its parent's checkpoint.

@@ -36,21 +36,28 @@
 //!
 //! Times are truncated to the microsecond, the precision events serialize (EVT-1).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use once_cell::race::OnceBox;
 use tokio::time::Instant;
 
-/// What a run tree shares across its runs: the occurrence counter (EVT-3), the clock its
-/// durations are measured on and the wall-clock anchor of its occurrence times.
+/// What a run tree shares across its runs: the occurrence counter (EVT-3), a serial, the
+/// clock its durations are measured on and the wall-clock anchor of its occurrence times.
+///
+/// Only observed runs need any of it, so it is allocated on first use: a run nobody observes
+/// carries one word in its future.
 #[derive(Debug, Default)]
-pub(crate) struct RunTree {
-    pub(crate) seq: AtomicU64,
-    /// Unique to this run tree for the life of the process when it is observed, else 0: lets
-    /// hooks recognise the root run's id without comparing text.
-    pub(crate) serial: u64,
-    clock: OnceLock<Source>,
+pub(crate) struct RunTree(OnceBox<Tree>);
+
+#[derive(Debug)]
+struct Tree {
+    seq: AtomicU64,
+    /// Unique to this run tree for the life of the process: lets hooks recognise the root
+    /// run's id without comparing text.
+    serial: u64,
+    clock: Source,
     anchor: OnceLock<WallAnchor>,
 }
 
@@ -78,23 +85,35 @@ impl Source {
 }
 
 impl RunTree {
-    /// The run tree of a root run; `observed` when a hook will see it.
-    pub(crate) fn new(observed: bool) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        RunTree {
-            serial: if observed {
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            } else {
-                0
-            },
-            ..RunTree::default()
-        }
+    #[inline]
+    fn tree(&self) -> &Tree {
+        self.0.get_or_init(|| {
+            static NEXT: AtomicU64 = AtomicU64::new(1);
+            Box::new(Tree {
+                seq: AtomicU64::new(0),
+                serial: NEXT.fetch_add(1, Ordering::Relaxed),
+                clock: Source::detect(),
+                anchor: OnceLock::new(),
+            })
+        })
+    }
+
+    /// The run tree's occurrence counter (EVT-3).
+    #[inline]
+    pub(crate) fn seq(&self) -> &AtomicU64 {
+        &self.tree().seq
+    }
+
+    /// Unique to this run tree for the life of the process (never 0).
+    #[inline]
+    pub(crate) fn serial(&self) -> u64 {
+        self.tree().serial
     }
 
     /// Reads the run tree's duration clock.
     #[inline]
     pub(crate) fn now(&self) -> Stamp {
-        match self.clock.get_or_init(Source::detect) {
+        match &self.tree().clock {
             Source::Counter(clock) => Stamp(clock.raw()),
             Source::Tokio { origin } => {
                 Stamp(nanos(Instant::now().saturating_duration_since(*origin)))
@@ -110,9 +129,9 @@ impl RunTree {
 
     #[inline]
     fn nanos_between(&self, earlier: Stamp, later: Stamp) -> u64 {
-        match self.clock.get() {
-            Some(Source::Counter(clock)) => clock.delta_as_nanos(earlier.0, later.0),
-            _ => later.0.saturating_sub(earlier.0),
+        match &self.tree().clock {
+            Source::Counter(clock) => clock.delta_as_nanos(earlier.0, later.0),
+            Source::Tokio { .. } => later.0.saturating_sub(earlier.0),
         }
     }
 
@@ -133,7 +152,7 @@ impl RunTree {
     /// call anchors the run tree: readings from before the anchor date at the anchor.
     pub(crate) fn wall_time(&self, at: Option<Stamp>) -> SystemTime {
         let at = at.unwrap_or_else(|| self.now());
-        let anchor = self.anchor.get_or_init(|| WallAnchor {
+        let anchor = self.tree().anchor.get_or_init(|| WallAnchor {
             stamp: at,
             wall: nanos(wall_now().duration_since(UNIX_EPOCH).unwrap_or_default()),
         });
@@ -220,7 +239,7 @@ mod tests {
         assert_eq!(at1.duration_since(at0).unwrap(), Duration::from_millis(10));
         let sub = at1.duration_since(UNIX_EPOCH).unwrap().subsec_nanos() % 1_000;
         assert_eq!(sub, 0, "truncated to the microsecond");
-        assert!(matches!(tree.clock.get(), Some(Source::Tokio { .. })));
+        assert!(matches!(tree.tree().clock, Source::Tokio { .. }));
     }
 
     #[test]

@@ -86,7 +86,7 @@ macro_rules! lean_note {
 macro_rules! observed_note {
     ($rc:expr, $n:expr, $score:expr, $cx:expr, $span:expr, $announce:expr) => {{
         let (rc, n, span) = ($rc, $n, $span);
-        let (observe, announce) = (rc.observe, $announce);
+        let (observe, announce) = (rc.observe(), $announce);
         if observe && announce {
             span.in_scope(|| rc.emit(Occ::NoteStart(&n.path, 1, n.key), Some(&*$score)));
         }
@@ -482,8 +482,6 @@ pub(crate) struct RunCtx<'r, S> {
     /// The run tree's occurrence counter (EVT-3) and wall-clock anchor, owned by the root run.
     pub(crate) tree: &'r RunTree,
     pub(crate) upstream: Option<&'r dyn Upstream>,
-    /// Whether any hook in the run tree will see this run's occurrences.
-    pub(crate) observe: bool,
     /// Which occurrences the run tree's hooks want (the union of their `Interest`s), as of
     /// interest epoch `epoch` (see [`crate::hook::rebuild_interest_cache`]).
     pub(crate) interest: Interest,
@@ -622,10 +620,17 @@ impl<'r, S> RunCtx<'r, S> {
         self.emit_at(occ, score, None);
     }
 
+    /// Whether any hook in the run tree sees this run's occurrences (decided when the run
+    /// started; see [`Interest`]).
+    #[inline(always)]
+    pub(crate) fn observe(&self) -> bool {
+        self.interest != Interest::NONE
+    }
+
     /// [`emit`](Self::emit) of an occurrence the engine read tokio's clock for (`now`).
     #[inline(always)]
     pub(crate) fn emit_at(&self, occ: Occ<'_>, score: Option<&S>, now: Option<Stamp>) {
-        if self.observe
+        if self.observe()
             && (self.interest.contains(occ.hook_method()) || self.gained(occ.hook_method()))
         {
             self.emit_slow(&occ, score, now);
@@ -658,13 +663,13 @@ impl<'r, S> RunCtx<'r, S> {
             root_run_id: self.info.root_run_id.get(),
             parent_run_id: self.info.parent_run_id.map(RunId::get),
             cadence: self.info.cadence,
-            seq: next_seq(&self.tree.seq),
+            seq: next_seq(self.tree.seq()),
             at: OnceCell::new(),
             tree: Some(self.tree),
             now,
             key: occ.key(),
             run_serial: if self.info.parent_run_id.is_none() {
-                self.tree.serial
+                self.tree.serial()
             } else {
                 0
             },
@@ -702,8 +707,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let mut guard = RunGuard {
                 rc: self,
                 score,
-                t0: self.observe.then(|| self.tree.now()),
-                armed: self.observe,
+                t0: self.observe().then(|| self.tree.now()),
+                armed: self.observe(),
             };
             let end = match self.info.token {
                 None => self.run_body(&mut *guard.score).await,
@@ -848,7 +853,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         };
         let span = self.run_span(session.is_some_and(|s| s.resumed));
         let end = async {
-            let t0 = self.observe.then(|| self.tree.now());
+            let t0 = self.observe().then(|| self.tree.now());
             self.emit(Occ::CadenceStart, Some(&*score));
             if let Some(s) = session
                 && s.resumed
@@ -859,7 +864,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 rc: self,
                 score,
                 t0,
-                armed: self.observe,
+                armed: self.observe(),
             };
             let lease = session.filter(|s| s.lease.is_some());
             let mut end = match (self.info.token, lease) {
@@ -962,7 +967,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 }
                 // Nobody observes the measure and its note has policies: straight to them,
                 // in one allocation.
-                MeasureBody::Note(n) if !n.fast && !self.observe && self.ckpt.is_none() => {
+                MeasureBody::Note(n) if !n.fast && !self.observe() && self.ckpt.is_none() => {
                     self.exec_note_spanned(n, score, None).await
                 }
                 _ => {
@@ -1052,8 +1057,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let mut guard = MeasureGuard {
             rc: self,
             path: &m.path,
-            t0: self.observe.then(|| self.tree.now()),
-            armed: self.observe,
+            t0: self.observe().then(|| self.tree.now()),
+            armed: self.observe(),
         };
         self.emit(Occ::MeasureStart(&m.path, m.kind), None);
         let r = match &m.body {
@@ -1174,15 +1179,15 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             live: score,
             attempts: notes.iter().map(|_| AtomicU32::new(1)).collect(),
             finished: results.iter().map(Option::is_some).collect(),
-            t0: self.observe.then(|| self.tree.now()),
-            armed: self.observe,
+            t0: self.observe().then(|| self.tree.now()),
+            armed: self.observe(),
         };
         // PAR-4: every clone is taken before any member runs.
         let clones: Vec<Option<S>> = results
             .iter()
             .map(|r| r.is_none().then(|| (ops.clone)(group.live)))
             .collect();
-        if self.observe {
+        if self.observe() {
             for (j, n) in notes.iter().enumerate() {
                 match &clones[j] {
                     Some(clone) => self.emit(Occ::NoteStart(&n.path, 1, n.key), Some(clone)),
@@ -1382,7 +1387,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let mut cx = self.lean_context(first);
         let no_span = LiveSpan::none();
         for n in notes {
-            let flow = if n.fast && self.observe {
+            let flow = if n.fast && self.observe() {
                 flow_of(n, observed_note!(self, n, score, cx, &no_span, true)?)
             } else if n.fast {
                 // As `lean_note!`, with the error returned from here: the common case then
@@ -1500,7 +1505,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     /// The run-wide half of [`is_lean`](Self::is_lean).
     #[inline]
     fn run_is_lean(&self) -> bool {
-        !self.observe && self.ckpt.is_none() && !self.spans_wanted()
+        !self.observe() && self.ckpt.is_none() && !self.spans_wanted()
     }
 
     /// The context of the lean path's one attempt.
@@ -1615,7 +1620,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         if member.is_none() {
             self.emit(Occ::NoteStart(&n.path, 1, n.key), Some(&*score));
         }
-        let t0 = self.observe.then(|| self.tree.now());
+        let t0 = self.observe().then(|| self.tree.now());
         let mut guard = NoteGuard {
             rc: self,
             path: &n.path,
@@ -1623,11 +1628,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             attempt: 1,
             t0,
             score,
-            armed: self.observe && member.is_none(),
+            armed: self.observe() && member.is_none(),
         };
         let r = self.attempt(n, &mut *guard.score, 1, false).await;
         guard.armed = false;
-        if self.observe {
+        if self.observe() {
             let (d, now) = self.tree.lap(t0);
             self.emit_at(
                 Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r), n.key),
@@ -1702,7 +1707,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         // A retry that nobody watches and nothing else decides (no hooks, breaker, predicate,
         // budget, timeout or deadline) can drop a failed attempt's error without typing it.
         let quiet_retry = p.retry.as_ref().filter(|r| {
-            !self.observe
+            !self.observe()
                 && r.retry_if.is_none()
                 && r.budget.is_none()
                 && p.breaker.is_none()
@@ -1723,9 +1728,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             if let Some(cell) = member {
                 cell.store(attempt, Ordering::Relaxed);
             }
-            let t0 = self.observe.then(|| self.tree.now());
+            let t0 = self.observe().then(|| self.tree.now());
             guard.t0 = t0;
-            guard.armed = self.observe && member.is_none();
+            guard.armed = self.observe() && member.is_none();
 
             // Circuit breaker admission (CB-3, CB-5).
             let mut permit = None;
@@ -2189,7 +2194,6 @@ mod size_tests {
             },
             tree: &tree,
             upstream: None,
-            observe: false,
             interest: Interest::NONE,
             epoch: 0,
             ckpt: None,
