@@ -14,8 +14,9 @@
 //!   two reads), and the run tree then reads tokio's clock throughout.
 //! - The counter is used only where the kernel itself keeps time with it (Linux with
 //!   `current_clocksource` = `tsc`) and once `quanta` has calibrated it, which happens on a
-//!   short-lived background thread (`cadence-clock`, ≈ 1 ms, at most 200 ms) started by the
-//!   first live observed run; until then, and everywhere else, tokio's clock is read.
+//!   short-lived background thread (`cadence-clock`, ≈ 1 ms, at most 200 ms) started when the
+//!   first cadence with hooks is built; until it is done, and everywhere else, tokio's clock
+//!   is read.
 //!
 //! A run that pauses tokio's clock after its first measured occurrence keeps measuring real
 //! time; no test needs that.
@@ -188,6 +189,12 @@ pub(crate) fn wall_now() -> SystemTime {
             .duration_since(UNIX_EPOCH)
             .map(truncate)
             .unwrap_or_default()
+}
+
+/// Starts calibrating the time-stamp counter (once per process) so that it is ready by the
+/// first observed run: called when a cadence with hooks is built.
+pub(crate) fn prepare() {
+    let _ = counter();
 }
 
 /// The calibrated time-stamp counter, once it is ready and trusted (see the module docs).
