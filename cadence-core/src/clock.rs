@@ -114,26 +114,7 @@ impl RunTree {
     /// Reads the run tree's duration clock.
     #[inline]
     pub(crate) fn now(&self) -> Stamp {
-        match &self.tree().clock {
-            Source::Counter(clock) => Stamp(clock.raw()),
-            Source::Tokio { origin } => {
-                Stamp(nanos(Instant::now().saturating_duration_since(*origin)))
-            }
-        }
-    }
-
-    /// The time from `earlier` to `later` (zero if `later` is not after `earlier`).
-    #[inline]
-    pub(crate) fn between(&self, earlier: Stamp, later: Stamp) -> Duration {
-        Duration::from_nanos(self.nanos_between(earlier, later))
-    }
-
-    #[inline]
-    fn nanos_between(&self, earlier: Stamp, later: Stamp) -> u64 {
-        match &self.tree().clock {
-            Source::Counter(clock) => clock.delta_as_nanos(earlier.0, later.0),
-            Source::Tokio { .. } => later.0.saturating_sub(earlier.0),
-        }
+        self.tree().now()
     }
 
     /// The time since `t0` and the reading it was measured at (which also dates the occurrence
@@ -142,8 +123,9 @@ impl RunTree {
     pub(crate) fn lap(&self, t0: Option<Stamp>) -> (Duration, Option<Stamp>) {
         match t0 {
             Some(t0) => {
-                let now = self.now();
-                (self.between(t0, now), Some(now))
+                let tree = self.tree();
+                let now = tree.now();
+                (Duration::from_nanos(tree.nanos_between(t0, now)), Some(now))
             }
             None => (Duration::ZERO, None),
         }
@@ -152,13 +134,35 @@ impl RunTree {
     /// The wall-clock time of reading `at` (or of the present), to the microsecond. The first
     /// call anchors the run tree: readings from before the anchor date at the anchor.
     pub(crate) fn wall_time(&self, at: Option<Stamp>) -> SystemTime {
-        let at = at.unwrap_or_else(|| self.now());
-        let anchor = self.tree().anchor.get_or_init(|| WallAnchor {
+        let tree = self.tree();
+        let at = at.unwrap_or_else(|| tree.now());
+        let anchor = tree.anchor.get_or_init(|| WallAnchor {
             stamp: at,
             wall: nanos(wall_now().duration_since(UNIX_EPOCH).unwrap_or_default()),
         });
-        let micros = self.nanos_between(anchor.stamp, at) / 1_000;
+        let micros = tree.nanos_between(anchor.stamp, at) / 1_000;
         UNIX_EPOCH + Duration::from_nanos(anchor.wall.saturating_add(micros * 1_000))
+    }
+}
+
+impl Tree {
+    #[inline]
+    fn now(&self) -> Stamp {
+        match &self.clock {
+            Source::Counter(clock) => Stamp(clock.raw()),
+            Source::Tokio { origin } => {
+                Stamp(nanos(Instant::now().saturating_duration_since(*origin)))
+            }
+        }
+    }
+
+    /// Nanoseconds from `earlier` to `later` (zero if `later` is not after `earlier`).
+    #[inline]
+    fn nanos_between(&self, earlier: Stamp, later: Stamp) -> u64 {
+        match &self.clock {
+            Source::Counter(clock) => clock.delta_as_nanos(earlier.0, later.0),
+            Source::Tokio { .. } => later.0.saturating_sub(earlier.0),
+        }
     }
 }
 
@@ -271,7 +275,11 @@ mod tests {
             let real = real.elapsed();
             assert!(d >= Duration::from_millis(20), "{d:?}");
             assert!(d <= real + Duration::from_millis(1), "{d:?} vs {real:?}");
-            assert!(tree.between(t1.unwrap(), t0).is_zero(), "never negative");
+            assert_eq!(
+                tree.tree().nanos_between(t1.unwrap(), t0),
+                0,
+                "never negative"
+            );
             // Times are spaced as durations.
             let (a0, a1) = (tree.wall_time(Some(t0)), tree.wall_time(t1));
             let spaced = a1.duration_since(a0).unwrap();

@@ -94,6 +94,8 @@ pub(crate) fn mem_per_run(config: &Config) -> Outcome {
     if !CountingAlloc::is_installed() {
         return Outcome::skipped("the counting allocator is not installed");
     }
+    // Both sides park their runs under one guard (no other figure runs meanwhile).
+    let _counting = CountingAlloc::count();
     let runs = config.scale(10_000) as usize;
     let plan = config.plan(1);
     let rt = current_thread_runtime();
