@@ -1216,22 +1216,47 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             if matches!(source, CadenceError::Checkpoint { .. }) {
                 return Err(source);
             }
-            return Err(CadenceError::Parallel {
-                group: self.full_path(path).into_owned(),
-                note: notes[j].name.to_string(),
-                index: j,
-                source: Box::new(source),
-            });
+            return Err(self.member_failed(path, notes, j, source));
         }
         group.armed = false;
         let results: Vec<S> = results.into_iter().flatten().collect();
         debug_assert_eq!(results.len(), count);
+        self.merge_group(path, notes, strategy, ops, group.live, results)
+            .map(|()| stop.unwrap_or(Flow::Continue))
+    }
+
+    /// PAR-5: the error of a group whose member `j` failed with `source`.
+    fn member_failed(
+        &self,
+        path: &str,
+        notes: &[CompiledNote<S>],
+        j: usize,
+        source: CadenceError,
+    ) -> CadenceError {
+        CadenceError::Parallel {
+            group: self.full_path(path).into_owned(),
+            note: notes[j].name.to_string(),
+            index: j,
+            source: Box::new(source),
+        }
+    }
+
+    /// PAR-2/3: merges the members' `results` (in declaration order) into `live`, atomically;
+    /// a conflict names the group, a panicking merge fails it.
+    fn merge_group(
+        &self,
+        path: &str,
+        notes: &[CompiledNote<S>],
+        strategy: &MergeStrategy<S>,
+        ops: &GroupOps<S>,
+        live: &mut S,
+        results: Vec<S>,
+    ) -> Result<(), CadenceError> {
         let names: Vec<&str> = notes.iter().map(|n| &*n.name).collect();
-        let live = &mut *group.live;
         match catch_unwind(AssertUnwindSafe(|| {
             (ops.merge)(strategy, live, results, &names)
         })) {
-            Ok(Ok(())) => Ok(stop.unwrap_or(Flow::Continue)),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(mut conflict)) => {
                 conflict.group = self.full_path(path).into_owned();
                 Err(CadenceError::MergeConflict(conflict))
@@ -1276,27 +1301,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     // PAR-5: dropping `set` cancels the unfinished siblings; nothing merges.
                     Err(source) => {
                         drop(set);
-                        return Err(CadenceError::Parallel {
-                            group: self.full_path(path).into_owned(),
-                            note: notes[j].name.to_string(),
-                            index: j,
-                            source: Box::new(source),
-                        });
+                        return Err(self.member_failed(path, notes, j, source));
                     }
                 }
             }
         }
-        let names: Vec<&str> = notes.iter().map(|n| &*n.name).collect();
-        match catch_unwind(AssertUnwindSafe(|| {
-            (ops.merge)(strategy, score, clones, &names)
-        })) {
-            Ok(Ok(())) => Ok(stop.unwrap_or(Flow::Continue)),
-            Ok(Err(mut conflict)) => {
-                conflict.group = self.full_path(path).into_owned();
-                Err(CadenceError::MergeConflict(conflict))
-            }
-            Err(p) => Err(self.panicked(path, p)),
-        }
+        self.merge_group(path, notes, strategy, ops, score, clones)
+            .map(|()| stop.unwrap_or(Flow::Continue))
     }
 
     /// Polls a group's members until all finished, the first failure, or a failed member save;
