@@ -701,24 +701,40 @@ async fn panic_after_an_await_is_caught() {
     );
 }
 
+/// What outcome 2 of a [`token_grabber`] note does.
+#[derive(Clone, Copy)]
+enum Ended {
+    Stop,
+    Hang,
+}
+
+/// A note that pushes its attempt's cancellation token to `tokens`, then: 0 continues, 1
+/// fails, 2 stops or never finishes (`two`).
+fn token_grabber(
+    tokens: &Arc<Mutex<Vec<CancellationToken>>>,
+    outcome: u8,
+    two: Ended,
+) -> Note<Log> {
+    let t = tokens.clone();
+    note::from_fn_with_context(move |_: &mut Log, cx| {
+        t.lock().unwrap().push(cx.cancellation().clone());
+        Box::pin(async move {
+            match (outcome, two) {
+                (0, _) => Ok(Control::Continue),
+                (1, _) => Err::<Control, BoxError>("failed".into()),
+                (_, Ended::Stop) => Ok(Control::stop()),
+                (_, Ended::Hang) => std::future::pending().await,
+            }
+        })
+    })
+}
+
 #[tokio::test]
 async fn token_of_a_finished_attempt_does_not_fire() {
     // NOTE-3: the token fires when the attempt is *abandoned*; one that finished (succeeded,
     // failed or stopped) is not cancelled, also after the run ended.
     let tokens = Arc::new(Mutex::new(Vec::<CancellationToken>::new()));
-    let grab = |outcome: u8| {
-        let t = tokens.clone();
-        note::from_fn_with_context(move |_: &mut Log, cx| {
-            t.lock().unwrap().push(cx.cancellation().clone());
-            Box::pin(async move {
-                match outcome {
-                    0 => Ok(Control::Continue),
-                    1 => Err::<Control, BoxError>("failed".into()),
-                    _ => Ok(Control::stop()),
-                }
-            })
-        })
-    };
+    let grab = |outcome: u8| token_grabber(&tokens, outcome, Ended::Stop);
     let ok = Cadence::<Log>::new("t")
         .then("a", grab(0))
         .then("b", grab(0))
@@ -746,19 +762,7 @@ async fn notes_of_a_sequence_get_their_own_tokens() {
     // attempts, but each attempt's token is its own; finished ones never fire, and the one of
     // an attempt abandoned with its run does.
     let tokens = Arc::new(Mutex::new(Vec::<CancellationToken>::new()));
-    let grab = |outcome: u8| {
-        let t = tokens.clone();
-        note::from_fn_with_context(move |_: &mut Log, cx| {
-            t.lock().unwrap().push(cx.cancellation().clone());
-            Box::pin(async move {
-                match outcome {
-                    0 => Ok(Control::Continue),
-                    1 => Err::<Control, BoxError>("failed".into()),
-                    _ => std::future::pending().await,
-                }
-            })
-        })
-    };
+    let grab = |outcome: u8| token_grabber(&tokens, outcome, Ended::Hang);
     let ok = Cadence::<Log>::new("t")
         .sequence("s", [grab(0), grab(0), grab(0)])
         .build()

@@ -480,9 +480,9 @@ impl Drop for DropGuard {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failing_member_cancels_its_siblings_before_run_returns() {
-    // PAR-5
+/// A member that sleeps a minute and then counts itself `finished`, holding a [`DropGuard`]
+/// that counts `dropped`: with the two counters.
+fn slow_guarded() -> (Note<Doc>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let dropped = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let slow = {
@@ -498,6 +498,13 @@ async fn a_failing_member_cancels_its_siblings_before_run_returns() {
             })
         })
     };
+    (slow, dropped, finished)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_member_cancels_its_siblings_before_run_returns() {
+    // PAR-5
+    let (slow, dropped, finished) = slow_guarded();
     let rec = RecordingHook::new();
     let c = Cadence::<Doc>::new("c")
         .sync(
@@ -690,21 +697,7 @@ fn diagrams_show_groups_as_fork_and_join() {
 #[tokio::test(start_paused = true)]
 async fn without_hooks_a_failing_member_cancels_its_siblings_and_nothing_merges() {
     // PAR-5 on the lean group path (no hooks, no checkpoints), and PAR-6's first stop.
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let finished = Arc::new(AtomicUsize::new(0));
-    let slow = {
-        let (dropped, finished) = (dropped.clone(), finished.clone());
-        note::from_fn(move |_: &mut Doc| {
-            let guard = DropGuard(dropped.clone());
-            let finished = finished.clone();
-            Box::pin(async move {
-                let _guard = guard;
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                finished.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, BoxError>(())
-            })
-        })
-    };
+    let (slow, dropped, finished) = slow_guarded();
     let c = Cadence::<Doc>::new("c")
         .sync(
             "g",
