@@ -4,43 +4,13 @@
 //!
 //! `cargo run --release -p cadence-bench-redis --example split [rounds] [value|baseline]`
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use cadence_core::{BoxError, Cadence, RunOptions, note};
+use cadence_bench_redis::workload::{NOTES, Workload};
 use cadence_redis::Redis;
-use serde::{Deserialize, Serialize};
 
-const TASKS: usize = 64;
-const NOTES: usize = 5;
+/// Runs per task of the value side (the baseline does as many writes as it commits).
 const RUNS: usize = 40;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Order {
-    id: u64,
-    total_cents: u64,
-    lines: Vec<String>,
-    status: String,
-}
-
-fn cadence(redis: &Redis) -> Cadence<Order> {
-    let mut b = Cadence::<Order>::new("bench_ckpt");
-    for i in 0..NOTES {
-        b = b.then(
-            format!("n{i}"),
-            note::from_fn(move |o: &mut Order| {
-                Box::pin(async move {
-                    o.total_cents += 100;
-                    o.lines.push(format!("line {i}"));
-                    Ok::<_, BoxError>(())
-                })
-            }),
-        );
-    }
-    b.with_checkpoint(Arc::new(redis.store()))
-        .build()
-        .expect("a valid cadence")
-}
 
 /// This process's CPU seconds (user + system).
 fn own_cpu() -> f64 {
@@ -86,86 +56,24 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     let prefix = format!("split-{}", std::process::id());
-    let redis = rt
-        .block_on(
-            Redis::builder(url)
-                .with_prefix(prefix.clone())
-                .with_record_ttl(Duration::from_secs(600))
-                .connect(),
-        )
-        .expect("Redis");
-    let cadence = cadence(&redis);
-    let payload: Arc<[u8]> = vec![b'x'; 330].into();
-    let script = Arc::new(redis::Script::new(
-        "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0",
-    ));
-    rt.block_on(async {
-        let mut conn = redis.connection();
-        for t in 0..TASKS {
-            redis::cmd("SET")
-                .arg(format!("{prefix}:{{cas:{t}}}:lease"))
-                .arg(1)
-                .arg("EX")
-                .arg(600)
-                .exec_async(&mut conn)
-                .await
-                .expect("setup");
-        }
-    });
+    let work = rt.block_on(Workload::connect(url, prefix)).expect("Redis");
     let only = std::env::args().nth(2);
     for round in 0..rounds {
         for side in ["value", "baseline"] {
             if only.as_deref().is_some_and(|o| o != side) {
                 continue;
             }
-            let (c0, s0) = (own_cpu(), rt.block_on(server_cpu(&redis)));
+            let (c0, s0) = (own_cpu(), rt.block_on(server_cpu(&work.redis)));
             let start = Instant::now();
             let ops = rt.block_on(async {
-                let tasks: Vec<_> = (0..TASKS)
-                    .map(|t| {
-                        let cadence = cadence.clone();
-                        let (mut conn, script, payload) =
-                            (redis.connection(), script.clone(), payload.clone());
-                        let (record, lease) = (
-                            format!("{prefix}:{{cas:{t}}}:record"),
-                            format!("{prefix}:{{cas:{t}}}:lease"),
-                        );
-                        let value = side == "value";
-                        tokio::spawn(async move {
-                            if value {
-                                for r in 0..RUNS {
-                                    let id = format!("x{round}-t{t:02}-r{r:04}");
-                                    cadence
-                                        .run_with(
-                                            Order::default(),
-                                            RunOptions::default().with_run_id(id),
-                                        )
-                                        .await
-                                        .expect("a run");
-                                }
-                            } else {
-                                for _ in 0..RUNS * NOTES {
-                                    let ok: i64 = script
-                                        .key(&record)
-                                        .key(&lease)
-                                        .arg(1)
-                                        .arg(&*payload)
-                                        .invoke_async(&mut conn)
-                                        .await
-                                        .expect("cas");
-                                    assert_eq!(ok, 1);
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.expect("a task");
+                if side == "value" {
+                    work.value(&format!("x{round}"), RUNS).await
+                } else {
+                    work.baseline(RUNS * NOTES).await
                 }
-                TASKS * RUNS * NOTES
             });
             let wall = start.elapsed().as_secs_f64();
-            let (c1, s1) = (own_cpu(), rt.block_on(server_cpu(&redis)));
+            let (c1, s1) = (own_cpu(), rt.block_on(server_cpu(&work.redis)));
             println!(
                 "{side:8} {:7.0} ops/s  client {:5.2} us/op  server {:5.2} us/op",
                 ops as f64 / wall,
@@ -174,4 +82,5 @@ fn main() {
             );
         }
     }
+    rt.block_on(work.clean_up());
 }
