@@ -668,11 +668,6 @@ impl<'r, S> RunCtx<'r, S> {
             tree: Some(self.tree),
             now,
             key: occ.key(),
-            run_serial: if self.info.parent_run_id.is_none() {
-                self.tree.serial()
-            } else {
-                0
-            },
             resumed: self
                 .flags
                 .is_some_and(|f| f.resumed.load(Ordering::Relaxed)),

@@ -68,8 +68,6 @@ pub struct HookContext<'a> {
     /// A key unique to the note of a note occurrence for the life of the process (0 if none):
     /// lets the event emitter find its copy of the path without comparing text.
     pub(crate) key: u64,
-    /// [`RunTree::serial`] when `run_id` is the run tree's root run id, else 0.
-    pub(crate) run_serial: u64,
     pub(crate) resumed: bool,
     pub(crate) replayed: bool,
 }
@@ -87,7 +85,6 @@ impl<'a> HookContext<'a> {
             tree: None,
             now: None,
             key: 0,
-            run_serial: 0,
             resumed: false,
             replayed: false,
         }
@@ -140,6 +137,16 @@ impl<'a> HookContext<'a> {
     /// The occurrence's sequence number within the run tree (EVT-3).
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The run tree's serial when `run_id` is its root run's id (so the id is recognised
+    /// without comparing text), else 0.
+    #[inline]
+    pub(crate) fn run_serial(&self) -> u64 {
+        match (self.tree, self.parent_run_id) {
+            (Some(tree), None) => tree.serial(),
+            _ => 0,
+        }
     }
 
     /// The note this occurrence is about, on [`Hook::on_note_start`] and [`Hook::on_note_end`]

@@ -729,9 +729,10 @@ impl EventEmitter {
         // Replacing the kind drops the previous occurrence's.
         event.kind = build(&mut Strings(Some(strings), cx.key));
         // The root run's id is recognised by its run tree's serial; other ids by their text.
-        if cx.run_serial == 0 || *run_serial != cx.run_serial {
+        let serial = cx.run_serial();
+        if serial == 0 || *run_serial != serial {
             set_str(&mut event.run_id, cx.run_id());
-            *run_serial = cx.run_serial;
+            *run_serial = serial;
         }
         match (cx.parent_run_id(), &mut event.parent_run_id) {
             (None, parent) => *parent = None,
