@@ -166,8 +166,6 @@ pub(crate) struct Session<S> {
     /// The last top-level measure, completed and applied to the record but not yet written:
     /// the end write carries it.
     deferred: Mutex<Option<String>>,
-    /// Whether `deferred` was set: the record's score is then the run's final score.
-    deferring: AtomicBool,
     pub(crate) resumed: bool,
     pub(crate) forced: bool,
     released: AtomicBool,
@@ -304,7 +302,6 @@ impl<S> Session<S> {
             prior,
             attempts: Mutex::new(Attempts::default()),
             deferred: Mutex::new(None),
-            deferring: AtomicBool::new(false),
             resumed,
             forced,
             released: AtomicBool::new(false),
@@ -372,7 +369,11 @@ impl<S> Session<S> {
     /// score, and nothing ran since that measure was encoded (see the module docs): the score
     /// is the one the record holds, whose JSON is copied instead of encoded again.
     pub(crate) fn encode(&self, score: &S) -> Result<RawJson, CadenceError> {
-        if self.deferring.load(Ordering::Acquire)
+        if self
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
             && let Ok(rec) = self.record.try_lock()
         {
             return Ok(rec.score.clone());
@@ -401,7 +402,6 @@ impl<S> Session<S> {
         rec.members.clear();
         if last {
             *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_owned());
-            self.deferring.store(true, Ordering::Release);
             return Ok(None);
         }
         self.write(&mut rec).await?;
