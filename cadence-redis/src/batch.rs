@@ -8,10 +8,14 @@
 //! server (lookup, argument tables, reply) and the per-command cost on the client, which for
 //! small checkpoints is most of the cost of a save.
 //!
-//! At most one batch is in flight per store: operations submitted while it is in flight queue
-//! up and go together in the next one, so an idle store sends each operation at once (a batch
-//! of one) and a busy one sends as few calls as the round trips allow. A batch holds at most
-//! [`MAX_BATCH`] operations.
+//! At most [`LANES`] batches are in flight per store: operations submitted while they are in
+//! flight queue up and go together in the next one, so an idle store sends each operation at
+//! once (a batch of one) and a busy one sends as few calls as the round trips allow. Two
+//! lanes rather than one let the client build and answer one batch while Redis runs the
+//! other (with one, client and server took turns: the bench's commit rate rose by half with
+//! the second lane, and more lanes only made batches smaller). Operations of one run never
+//! overtake each other: a run has at most one operation in flight, and Redis runs the calls
+//! of one connection in order. A batch holds at most [`MAX_BATCH`] operations.
 //!
 //! A batch spans runs, so its keys span hash tags: it needs the one Redis node that
 //! [`ConnectionManager`](redis::aio::ConnectionManager) talks to (every key is passed in
@@ -27,20 +31,33 @@ use crate::connection::Redis;
 /// Most operations in one batch.
 pub(crate) const MAX_BATCH: usize = 128;
 
-/// The group-commit script. `ARGV` is a sequence of operations, each an op code followed by
-/// its arguments; `KEYS` holds their keys in the same order. Per op (keys; arguments → reply):
+/// Most batches in flight at once.
+pub(crate) const LANES: usize = 2;
+
+/// The group-commit script. `ARGV[1]` holds the batch's op codes, one byte per operation,
+/// `ARGV[2]` the store's record TTL and `ARGV[3]` its index TTL (milliseconds); then come the
+/// operations' own arguments, and `KEYS` holds their keys, both in the order of the codes.
+/// Per op (keys; arguments → reply):
 ///
-/// - `S` fenced save (lease, record; token, JSON, TTL ms → 1, or 0 when the token is stale)
-/// - `I` fenced save with an index update (lease, record, index; token, JSON, TTL ms, score,
-///   run id, index TTL ms → 1 or 0); the index is updated only when the record was written
+/// - `S` fenced save keeping the record's TTL (lease, record; token, JSON → 1, or 0 when the
+///   token is stale): `SET XX KEEPTTL`, or, if the record is gone, `SET PX` with the record
+///   TTL, so no record is ever left without one
+/// - `T` fenced save setting the TTL (lease, record; token, JSON, TTL → 1 or 0)
+/// - `I` fenced save with an index update (lease, record, index; token, JSON, TTL, score,
+///   run id → 1 or 0); the index is updated only when the record was written
 /// - `E` fenced last save, releasing the lease (as `I`, and the lease is deleted)
-/// - `C` fenced clear, releasing the lease (lease, record, index; token, run id, index TTL ms
-///   → 1 or 0): the record and lease are deleted and the run leaves the index
+/// - `C` fenced clear, releasing the lease (lease, record, index; token, run id → 1 or 0):
+///   the record and lease are deleted and the run leaves the index
 /// - `K` fenced release (lease; token → 1 or 0)
-/// - `A` lease acquisition with load (lease, fence, record; lease TTL ms, fence TTL ms →
+/// - `A` lease acquisition with load (lease, fence, record; lease TTL, fence TTL →
 ///   `{token, record or nil}`, or `{-1}` when the lease is held): the lease is set only if
 ///   absent (`SET NX`), with a token one higher than any before (a refused acquisition
 ///   uses up a token number: tokens still only grow)
+///
+/// The codes travel as one argument, and the TTLs that are the same for every operation once
+/// per batch, because the script's cost grows with its argument count (Redis makes a Lua
+/// string of each argument): a save costs the server four arguments, as a lone
+/// compare-and-set does.
 ///
 /// Index updates (`I`, `E`, `C`) are gathered per index key and applied after the operations,
 /// one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index (a run has at
@@ -52,51 +69,57 @@ pub(crate) const MAX_BATCH: usize = 128;
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local nkeys = {S = 2, I = 3, E = 3, C = 3, K = 1, A = 3}
-local nargs = {S = 4, I = 7, E = 7, C = 4, K = 2, A = 3}
-local zadd, zrem, zttl, users = {}, {}, {}, {}
+local S, T, I, E, C, K, A = string.byte('STIECKA', 1, -1)
+local nkeys = {[S] = 2, [T] = 2, [I] = 3, [E] = 3, [C] = 3, [K] = 1, [A] = 3}
+local nargs = {[S] = 2, [T] = 3, [I] = 5, [E] = 5, [C] = 2, [K] = 1, [A] = 2}
+local codes, record_ttl, index_ttl = ARGV[1], ARGV[2], ARGV[3]
+local zadd, zrem, users = {}, {}, {}
 local function failed(r)
   if type(r) == 'table' and r.err then return {'!', r.err} end
   return {'!', tostring(r)}
 end
-local function later(t, key, ttl, i, x, y)
+local function later(t, key, i, x, y)
   local l = t[key]
   if l == nil then l = {}; t[key] = l end
   l[#l + 1] = x
   if y ~= nil then l[#l + 1] = y end
-  if zttl[key] == nil or tonumber(ttl) > tonumber(zttl[key]) then zttl[key] = ttl end
   local u = users[key]
   if u == nil then u = {}; users[key] = u end
   u[#u + 1] = i
 end
 local function apply(op, k, a, i)
-  if op == 'A' then
+  if op == A then
     local token = redis.call('INCR', KEYS[k + 1])
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 2])
-    if not redis.call('SET', KEYS[k], token, 'NX', 'PX', ARGV[a + 1]) then return {-1} end
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
+    if not redis.call('SET', KEYS[k], token, 'NX', 'PX', ARGV[a]) then return {-1} end
     return {token, redis.call('GET', KEYS[k + 2])}
   end
-  if redis.call('GET', KEYS[k]) ~= ARGV[a + 1] then return 0 end
-  if op == 'K' then
+  if redis.call('GET', KEYS[k]) ~= ARGV[a] then return 0 end
+  if op == S then
+    if not redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'XX', 'KEEPTTL') then
+      redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', record_ttl)
+    end
+    return 1
+  end
+  if op == K then
     redis.call('DEL', KEYS[k])
     return 1
   end
-  if op == 'C' then
+  if op == C then
     redis.call('DEL', KEYS[k + 1], KEYS[k])
-    later(zrem, KEYS[k + 2], ARGV[a + 3], i, ARGV[a + 2])
+    later(zrem, KEYS[k + 2], i, ARGV[a + 1])
     return 1
   end
-  redis.call('SET', KEYS[k + 1], ARGV[a + 2], 'PX', ARGV[a + 3])
-  if op == 'S' then return 1 end
-  if op == 'E' then redis.call('DEL', KEYS[k]) end
-  later(zadd, KEYS[k + 2], ARGV[a + 6], i, ARGV[a + 4], ARGV[a + 5])
+  redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ARGV[a + 2])
+  if op == T then return 1 end
+  if op == E then redis.call('DEL', KEYS[k]) end
+  later(zadd, KEYS[k + 2], i, ARGV[a + 3], ARGV[a + 4])
   return 1
 end
-local out, k, a = {}, 1, 1
-while a <= #ARGV do
-  local op = ARGV[a]
-  if nkeys[op] == nil then return redis.error_reply('unknown batch op ' .. tostring(op)) end
-  local i = #out + 1
+local out, k, a = {}, 1, 4
+for i = 1, #codes do
+  local op = string.byte(codes, i)
+  if nkeys[op] == nil then return redis.error_reply('unknown batch op ' .. string.char(op)) end
   local ok, r = pcall(apply, op, k, a, i)
   if ok then out[i] = r else out[i] = failed(r) end
   k = k + nkeys[op]
@@ -105,13 +128,13 @@ end
 local function index(key)
   if zadd[key] then redis.call('ZADD', key, unpack(zadd[key])) end
   if zrem[key] then redis.call('ZREM', key, unpack(zrem[key])) end
-  redis.call('PEXPIRE', key, zttl[key])
+  redis.call('PEXPIRE', key, index_ttl)
 end
-for key in pairs(zttl) do
+for key, members in pairs(users) do
   local ok, r = pcall(index, key)
   if not ok then
     r = failed(r)
-    for _, i in ipairs(users[key]) do out[i] = r end
+    for _, i in ipairs(members) do out[i] = r end
   end
 end
 return out
@@ -119,83 +142,175 @@ return out
     )
 });
 
-/// An argument of an operation.
+/// One operation of a batch (see [`BATCH`]). Keys and arguments are owned: an operation
+/// outlives its caller if the caller stops waiting after the batch was taken.
 #[derive(Debug)]
-pub(crate) enum Arg {
-    Bytes(Vec<u8>),
-    Str(String),
-    Int(u64),
-}
-
-/// One operation of a batch: its op code, keys and arguments (see [`BATCH`]).
-#[derive(Debug)]
-pub(crate) struct Op {
-    code: &'static str,
-    keys: Vec<String>,
-    args: Vec<Arg>,
+pub(crate) enum Op {
+    /// `S` (`ttl` is `None`: keep the record's TTL) or `T`.
+    Save {
+        keys: [String; 2],
+        token: u64,
+        json: Vec<u8>,
+        ttl: Option<u64>,
+    },
+    /// `I`, or `E` when `end`.
+    SaveIndexed {
+        end: bool,
+        keys: [String; 3],
+        token: u64,
+        json: Vec<u8>,
+        ttl: u64,
+        score: u64,
+        run_id: String,
+    },
+    /// `C`.
+    Clear {
+        keys: [String; 3],
+        token: u64,
+        run_id: String,
+    },
+    /// `K`.
+    Release { keys: [String; 1], token: u64 },
+    /// `A`.
+    AcquireLoad {
+        keys: [String; 3],
+        lease_ttl: u64,
+        fence_ttl: u64,
+    },
 }
 
 impl Op {
-    /// A fenced save.
-    pub(crate) fn save(lease: String, record: String, token: u64, json: Vec<u8>, ttl: u64) -> Op {
-        Op {
-            code: "S",
-            keys: vec![lease, record],
-            args: vec![Arg::Int(token), Arg::Bytes(json), Arg::Int(ttl)],
+    /// A fenced save; `ttl`: `None` keeps the record's TTL (see [`BATCH`]'s `S`).
+    pub(crate) fn save(
+        lease: String,
+        record: String,
+        token: u64,
+        json: Vec<u8>,
+        ttl: Option<u64>,
+    ) -> Op {
+        Op::Save {
+            keys: [lease, record],
+            token,
+            json,
+            ttl,
         }
     }
 
     /// A fenced save with an index update; `end`: the last one, releasing the lease.
     pub(crate) fn save_indexed(
         end: bool,
-        [lease, record, index]: [String; 3],
+        keys: [String; 3],
         token: u64,
         json: Vec<u8>,
         ttl: u64,
-        (score, run_id, index_ttl): (u64, &str, u64),
+        (score, run_id): (u64, &str),
     ) -> Op {
-        Op {
-            code: if end { "E" } else { "I" },
-            keys: vec![lease, record, index],
-            args: vec![
-                Arg::Int(token),
-                Arg::Bytes(json),
-                Arg::Int(ttl),
-                Arg::Int(score),
-                Arg::Str(run_id.to_owned()),
-                Arg::Int(index_ttl),
-            ],
+        Op::SaveIndexed {
+            end,
+            keys,
+            token,
+            json,
+            ttl,
+            score,
+            run_id: run_id.to_owned(),
         }
     }
 
     /// A fenced clear that releases the lease.
-    pub(crate) fn clear(keys: [String; 3], token: u64, run_id: &str, index_ttl: u64) -> Op {
-        Op {
-            code: "C",
-            keys: keys.into(),
-            args: vec![
-                Arg::Int(token),
-                Arg::Str(run_id.to_owned()),
-                Arg::Int(index_ttl),
-            ],
+    pub(crate) fn clear(keys: [String; 3], token: u64, run_id: &str) -> Op {
+        Op::Clear {
+            keys,
+            token,
+            run_id: run_id.to_owned(),
         }
     }
 
     /// A fenced release.
     pub(crate) fn release(lease: String, token: u64) -> Op {
-        Op {
-            code: "K",
-            keys: vec![lease],
-            args: vec![Arg::Int(token)],
+        Op::Release {
+            keys: [lease],
+            token,
         }
     }
 
     /// A lease acquisition that reads the record.
     pub(crate) fn acquire_load(keys: [String; 3], lease_ttl: u64, fence_ttl: u64) -> Op {
-        Op {
-            code: "A",
-            keys: keys.into(),
-            args: vec![Arg::Int(lease_ttl), Arg::Int(fence_ttl)],
+        Op::AcquireLoad {
+            keys,
+            lease_ttl,
+            fence_ttl,
+        }
+    }
+
+    /// The op code.
+    fn code(&self) -> u8 {
+        match self {
+            Op::Save { ttl: None, .. } => b'S',
+            Op::Save { ttl: Some(_), .. } => b'T',
+            Op::SaveIndexed { end: false, .. } => b'I',
+            Op::SaveIndexed { end: true, .. } => b'E',
+            Op::Clear { .. } => b'C',
+            Op::Release { .. } => b'K',
+            Op::AcquireLoad { .. } => b'A',
+        }
+    }
+
+    /// The keys.
+    fn keys(&self) -> &[String] {
+        match self {
+            Op::Save { keys, .. } => keys,
+            Op::Release { keys, .. } => keys,
+            Op::SaveIndexed { keys, .. }
+            | Op::Clear { keys, .. }
+            | Op::AcquireLoad { keys, .. } => keys,
+        }
+    }
+
+    /// How many arguments (besides keys), and about how many bytes they take.
+    fn args_size(&self) -> (usize, usize) {
+        match self {
+            Op::Save { json, ttl, .. } => (2 + usize::from(ttl.is_some()), json.len() + 40),
+            Op::SaveIndexed { json, run_id, .. } => (5, json.len() + run_id.len() + 60),
+            Op::Clear { run_id, .. } => (2, run_id.len() + 20),
+            Op::Release { .. } => (1, 20),
+            Op::AcquireLoad { .. } => (2, 40),
+        }
+    }
+
+    /// Appends the arguments to `cmd`.
+    fn write_args(&self, cmd: &mut redis::Cmd) {
+        match self {
+            Op::Save {
+                token, json, ttl, ..
+            } => {
+                cmd.arg(token).arg(json);
+                if let Some(ttl) = ttl {
+                    cmd.arg(ttl);
+                }
+            }
+            Op::SaveIndexed {
+                token,
+                json,
+                ttl,
+                score,
+                run_id,
+                ..
+            } => {
+                cmd.arg(token).arg(json).arg(ttl).arg(score).arg(run_id);
+            }
+            Op::Clear { token, run_id, .. } => {
+                cmd.arg(token).arg(run_id);
+            }
+            Op::Release { token, .. } => {
+                cmd.arg(token);
+            }
+            Op::AcquireLoad {
+                lease_ttl,
+                fence_ttl,
+                ..
+            } => {
+                cmd.arg(lease_ttl).arg(fence_ttl);
+            }
         }
     }
 }
@@ -222,16 +337,19 @@ fn op_reply(value: Value) -> RedisResult<Value> {
 type Reply = oneshot::Sender<RedisResult<Value>>;
 
 /// The queue of operations waiting for the next batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Batcher {
     state: Mutex<State>,
+    /// The store's record TTL and index TTL (ms), sent once per batch.
+    ttls: (u64, u64),
 }
 
 #[derive(Debug, Default)]
 struct State {
     queue: Vec<(Op, Reply)>,
-    /// A flush task is running (it takes the queue until it finds it empty).
-    flushing: bool,
+    /// Flush tasks running (each takes the queue until it finds it empty), at most
+    /// [`LANES`].
+    lanes: usize,
 }
 
 /// Resets the batcher if a flush task ends abnormally (panic, or its runtime shutting down):
@@ -242,12 +360,21 @@ struct Armed<'a>(&'a Batcher);
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
         let mut s = self.0.state();
-        s.flushing = false;
+        s.lanes -= 1;
         s.queue.clear();
     }
 }
 
 impl Batcher {
+    /// A batcher for a store whose records live `record_ttl` ms and whose index lives
+    /// `index_ttl` ms.
+    pub(crate) fn new(record_ttl: u64, index_ttl: u64) -> Batcher {
+        Batcher {
+            state: Mutex::default(),
+            ttls: (record_ttl, index_ttl),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -266,7 +393,9 @@ impl Batcher {
         let start = {
             let mut s = self.state();
             s.queue.push((op, tx));
-            !std::mem::replace(&mut s.flushing, true)
+            let start = s.lanes < LANES;
+            s.lanes += usize::from(start);
+            start
         };
         if start {
             tokio::spawn(Arc::clone(self).flush(redis.clone()));
@@ -283,7 +412,7 @@ impl Batcher {
             {
                 let mut s = self.state();
                 if s.queue.is_empty() {
-                    s.flushing = false;
+                    s.lanes -= 1;
                     drop(s);
                     std::mem::forget(armed);
                     return;
@@ -300,34 +429,24 @@ impl Batcher {
             if batch.is_empty() {
                 continue;
             }
-            let (mut count, mut size) = (2, 64);
+            // EVALSHA, the hash, the key count, the codes and two TTLs, then the operations.
+            let (mut count, mut size) = (6, 128 + batch.len());
             for (op, _) in &batch {
-                count += op.keys.len() + op.args.len() + 1;
-                size += op.keys.iter().map(String::len).sum::<usize>() + 1;
-                for arg in &op.args {
-                    size += match arg {
-                        Arg::Bytes(b) => b.len(),
-                        Arg::Str(s) => s.len(),
-                        Arg::Int(_) => 20,
-                    };
-                }
+                let (args, bytes) = op.args_size();
+                count += op.keys().len() + args;
+                size += bytes + op.keys().iter().map(String::len).sum::<usize>();
             }
-            let mut cmd = redis::Cmd::with_capacity(count + 1, size);
+            let codes: Vec<u8> = batch.iter().map(|(op, _)| op.code()).collect();
+            let mut cmd = redis::Cmd::with_capacity(count, size);
             cmd.arg("EVALSHA")
                 .arg(BATCH.get_hash())
-                .arg(batch.iter().map(|(op, _)| op.keys.len()).sum::<usize>());
+                .arg(batch.iter().map(|(op, _)| op.keys().len()).sum::<usize>());
             for (op, _) in &batch {
-                cmd.arg(&op.keys);
+                cmd.arg(op.keys());
             }
+            cmd.arg(codes).arg(self.ttls.0).arg(self.ttls.1);
             for (op, _) in &batch {
-                cmd.arg(op.code);
-                for arg in &op.args {
-                    match arg {
-                        Arg::Bytes(b) => cmd.arg(b),
-                        Arg::Str(s) => cmd.arg(s),
-                        Arg::Int(n) => cmd.arg(*n),
-                    };
-                }
+                op.write_args(&mut cmd);
             }
             let sent = async {
                 match cmd.query_async::<Value>(&mut conn).await {

@@ -86,8 +86,11 @@ const LIST_BATCH: usize = 256;
 ///   per run, so one cluster slot — and `<prefix>:index:<cadence>`, a sorted set of run ids
 ///   by last save time. Every write sets the TTL of every key it touches (the record TTL,
 ///   default 7 days; a retained terminal record expires at its
-///   [`expires_at`](Record::expires_at) if sooner). `list` skips and prunes index entries
-///   whose record expired.
+///   [`expires_at`](Record::expires_at) if sooner), with one exception: saves under a lease
+///   between two index updates (below) keep the TTL the last update set, so a record's TTL
+///   is at most that 1 s short of the record TTL (such a save of a record that vanished sets
+///   the TTL again: no record is ever left without one). `list` skips and prunes index
+///   entries whose record expired.
 /// - **Leases** (REDIS-3): acquisition is a Lua script that sets the lease only if absent and
 ///   increments the fence counter, whose new value is the token. Saves with a lease, renewals
 ///   and releases are Lua scripts that compare the token with the lease's and do nothing but
@@ -178,13 +181,26 @@ fn is_noscript(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
+/// How long a run's index entry may go without an update while its lease is held (and, as
+/// long, its record's TTL: see `RedisStore`'s docs).
+fn index_every(redis: &Redis) -> Duration {
+    INDEX_EVERY.min(redis.record_ttl())
+}
+
+/// The index TTL: the record TTL plus [`index_every`], so the index outlives every record
+/// saved since its last update.
+fn index_ttl_ms(redis: &Redis) -> u64 {
+    millis(redis.record_ttl().saturating_add(index_every(redis)))
+}
+
 impl RedisStore {
     /// A store on `redis` (see also [`Redis::store`]).
     pub fn new(redis: Redis) -> Self {
+        let batch = Batcher::new(redis.record_ttl_ms(), index_ttl_ms(&redis));
         RedisStore {
             redis,
             held: Arc::default(),
-            batch: Arc::default(),
+            batch: Arc::new(batch),
         }
     }
 
@@ -251,13 +267,12 @@ impl RedisStore {
 
     /// How long a run's index entry may go without an update while its lease is held.
     fn index_every(&self) -> Duration {
-        INDEX_EVERY.min(self.redis.record_ttl())
+        index_every(&self.redis)
     }
 
-    /// The index TTL: the record TTL plus [`index_every`](Self::index_every), so the index
-    /// outlives every record saved since its last update.
+    /// The index TTL (see [`index_ttl_ms`]).
     fn index_ttl_ms(&self) -> u64 {
-        millis(self.redis.record_ttl().saturating_add(self.index_every()))
+        index_ttl_ms(&self.redis)
     }
 
     /// Before a save: forgets a prefetched record of the run (as [`invalidate`]) and says
@@ -494,19 +509,20 @@ impl CheckpointStore for RedisStore {
             };
             if let Some(lease) = lease {
                 // Fenced: one operation of the next group commit.
+                // Between index updates the record keeps the TTL set by the last one (so it is
+                // at most `index_every` short), unless this save needs another TTL.
                 let op = match indexed {
-                    false => Op::save(lease_key, key, lease.token, payload, ttl),
+                    false => {
+                        let ttl = (ttl != self.redis.record_ttl_ms()).then_some(ttl);
+                        Op::save(lease_key, key, lease.token, payload, ttl)
+                    }
                     true => Op::save_indexed(
                         false,
                         [lease_key, key, keys.index(&record.cadence)],
                         lease.token,
                         payload,
                         ttl,
-                        (
-                            unix_millis(SystemTime::now()),
-                            &record.run_id,
-                            self.index_ttl_ms(),
-                        ),
+                        (unix_millis(SystemTime::now()), &record.run_id),
                     ),
                 };
                 return match self.batched(what, op).await? {
@@ -917,13 +933,12 @@ impl CheckpointStore for RedisStore {
                     lease.token,
                     record.to_json(),
                     self.ttl_of(record),
-                    (unix_millis(SystemTime::now()), run_id, self.index_ttl_ms()),
+                    (unix_millis(SystemTime::now()), run_id),
                 ),
                 RunEnd::Clear => Op::clear(
                     [lease_key.clone(), key, keys.index(cadence)],
                     lease.token,
                     run_id,
-                    self.index_ttl_ms(),
                 ),
                 _ => Op::release(lease_key.clone(), lease.token),
             };

@@ -68,6 +68,27 @@ async fn keys_share_a_hash_tag_and_every_key_has_a_ttl() {
     // The index outlives its records by the 1 s its update times may lag.
     let t = ttl(index.clone()).await;
     assert!(t > week - 60_000 && t <= week + 1_000, "{index}: {t}");
+    // Saves soon after under the same lease keep the record's TTL (it is refreshed with the
+    // index entry); a record that vanished meanwhile gets one again, never none.
+    store.save(&r, Some(&lease)).await.unwrap();
+    let t = ttl(rec.clone()).await;
+    assert!(t > week - 60_000 && t <= week, "{rec}: {t}");
+    let _: () = redis::cmd("DEL")
+        .arg(&rec)
+        .query_async(&mut redis.connection())
+        .await
+        .unwrap();
+    store.save(&r, Some(&lease)).await.unwrap();
+    let t = ttl(rec.clone()).await;
+    assert!(t > week - 60_000 && t <= week, "{rec} saved again: {t}");
+    // Under the lease too, a terminal record to retain expires at its expiry.
+    let mut retained = r.clone();
+    retained.expires_at = Some(cadence_core::event::format_timestamp(
+        std::time::SystemTime::now() + Duration::from_secs(60),
+    ));
+    store.save(&retained, Some(&lease)).await.unwrap();
+    let t = ttl(rec.clone()).await;
+    assert!(t > 55_000 && t <= 60_000, "{rec} retained: {t}");
     store
         .renew_lease(&lease, Duration::from_secs(60))
         .await
