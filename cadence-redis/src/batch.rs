@@ -25,6 +25,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::connection::Redis;
 
@@ -334,7 +335,23 @@ fn op_reply(value: Value) -> RedisResult<Value> {
     }
 }
 
+/// What the error of an operation that got no answer within the command timeout says.
+const NO_ANSWER: &str = "no answer within the command timeout";
+
+/// The error of an operation that got no answer within the command timeout.
+fn no_answer() -> RedisError {
+    RedisError::from((ErrorKind::Io, NO_ANSWER))
+}
+
+/// Whether `e` is the error of an operation that got no answer within the command timeout.
+pub(crate) fn is_no_answer(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Io && e.detail().is_none() && e.to_string().starts_with(NO_ANSWER)
+}
+
 type Reply = oneshot::Sender<RedisResult<Value>>;
+
+/// An operation waiting for its batch, with where its reply goes and when it was submitted.
+type Waiting = (Op, Reply, Instant);
 
 /// The queue of operations waiting for the next batch.
 #[derive(Debug)]
@@ -346,7 +363,7 @@ pub(crate) struct Batcher {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: Vec<(Op, Reply)>,
+    queue: Vec<Waiting>,
     /// Flush tasks running (each takes the queue until it finds it empty), at most
     /// [`LANES`].
     lanes: usize,
@@ -379,9 +396,15 @@ impl Batcher {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `op` for the next batch (starting a flush task if none runs) and returns where
-    /// its reply will come. An operation whose caller stopped waiting before its batch was
-    /// taken is not sent; once sent, it is applied whether or not anyone waits.
+    /// Queues `op` for the next batch (starting a flush task if fewer than [`LANES`] run) and
+    /// returns where its reply will come. An operation whose caller stopped waiting before
+    /// its batch was taken is not sent; once sent, it is applied whether or not anyone waits.
+    ///
+    /// The reply comes within the command timeout of this call, so callers need no timer of
+    /// their own: an operation still queued when its timeout has passed is answered with the
+    /// timeout error and not sent, and a batch waits for Redis only until the timeout of its
+    /// oldest operation. (A queued operation waits only for the batches in flight, all of
+    /// older operations, so for less than its own timeout.)
     ///
     /// Must be called within a tokio runtime.
     pub(crate) fn submit(
@@ -392,7 +415,7 @@ impl Batcher {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut s = self.state();
-            s.queue.push((op, tx));
+            s.queue.push((op, tx, Instant::now()));
             let start = s.lanes < LANES;
             s.lanes += usize::from(start);
             start
@@ -407,7 +430,8 @@ impl Batcher {
     async fn flush(self: Arc<Self>, redis: Redis) {
         let armed = Armed(&self);
         let mut conn = redis.connection();
-        let mut batch: Vec<(Op, Reply)> = Vec::new();
+        let mut batch: Vec<Waiting> = Vec::new();
+        let timeout = redis.command_timeout();
         loop {
             {
                 let mut s = self.state();
@@ -425,27 +449,42 @@ impl Batcher {
             }
             // Callers that stopped waiting (timed out, or cancelled) got their error already:
             // their operations are not sent, so a frozen Redis cannot pile up work.
-            batch.retain(|(_, tx)| !tx.is_closed());
-            if batch.is_empty() {
-                continue;
+            let now = Instant::now();
+            let mut i = 0;
+            while i < batch.len() {
+                let (_, tx, since) = &batch[i];
+                if tx.is_closed() {
+                    batch.remove(i);
+                } else if now.duration_since(*since) >= timeout {
+                    let (_, tx, _) = batch.remove(i);
+                    let _ = tx.send(Err(no_answer()));
+                } else {
+                    i += 1;
+                }
             }
+            let Some(oldest) = batch.iter().map(|(_, _, since)| *since).min() else {
+                continue;
+            };
             // EVALSHA, the hash, the key count, the codes and two TTLs, then the operations.
             let (mut count, mut size) = (6, 128 + batch.len());
-            for (op, _) in &batch {
+            for (op, _, _) in &batch {
                 let (args, bytes) = op.args_size();
                 count += op.keys().len() + args;
                 size += bytes + op.keys().iter().map(String::len).sum::<usize>();
             }
-            let codes: Vec<u8> = batch.iter().map(|(op, _)| op.code()).collect();
+            let codes: Vec<u8> = batch.iter().map(|(op, _, _)| op.code()).collect();
             let mut cmd = redis::Cmd::with_capacity(count, size);
-            cmd.arg("EVALSHA")
-                .arg(BATCH.get_hash())
-                .arg(batch.iter().map(|(op, _)| op.keys().len()).sum::<usize>());
-            for (op, _) in &batch {
+            cmd.arg("EVALSHA").arg(BATCH.get_hash()).arg(
+                batch
+                    .iter()
+                    .map(|(op, _, _)| op.keys().len())
+                    .sum::<usize>(),
+            );
+            for (op, _, _) in &batch {
                 cmd.arg(op.keys());
             }
             cmd.arg(codes).arg(self.ttls.0).arg(self.ttls.1);
-            for (op, _) in &batch {
+            for (op, _, _) in &batch {
                 op.write_args(&mut cmd);
             }
             let sent = async {
@@ -457,16 +496,14 @@ impl Batcher {
                     other => other,
                 }
             };
-            let reply = match tokio::time::timeout(redis.command_timeout(), sent).await {
+            let left = timeout.saturating_sub(now.duration_since(oldest));
+            let reply = match tokio::time::timeout(left, sent).await {
                 Ok(reply) => reply,
-                Err(_) => Err(RedisError::from((
-                    ErrorKind::Io,
-                    "no answer within the command timeout",
-                ))),
+                Err(_) => Err(no_answer()),
             };
             match reply {
                 Ok(Value::Array(values)) if values.len() == batch.len() => {
-                    for ((_, tx), value) in batch.drain(..).zip(values) {
+                    for ((_, tx, _), value) in batch.drain(..).zip(values) {
                         let _ = tx.send(op_reply(value));
                     }
                 }
@@ -476,12 +513,12 @@ impl Batcher {
                         "unexpected reply to a batch",
                         format!("{other:?}"),
                     ));
-                    for (_, tx) in batch.drain(..) {
+                    for (_, tx, _) in batch.drain(..) {
                         let _ = tx.send(Err(e.clone()));
                     }
                 }
                 Err(e) => {
-                    for (_, tx) in batch.drain(..) {
+                    for (_, tx, _) in batch.drain(..) {
                         let _ = tx.send(Err(e.clone()));
                     }
                 }

@@ -321,16 +321,20 @@ impl Redis {
         match tokio::time::timeout(self.inner.command_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.error(what(), &e)),
-            Err(_) => Err(CadenceError::checkpoint(
-                CheckpointErrorKind::Unavailable,
-                format!(
-                    "Redis at {} is unavailable: {}: no answer within {:?} (the command timeout)",
-                    self.inner.url,
-                    what(),
-                    self.inner.command_timeout
-                ),
-            )),
+            Err(_) => Err(self.timed_out(what())),
         }
+    }
+
+    /// The `Unavailable` error of a command (`what`) that got no answer within the command
+    /// timeout.
+    pub(crate) fn timed_out(&self, what: impl fmt::Display) -> CadenceError {
+        CadenceError::checkpoint(
+            CheckpointErrorKind::Unavailable,
+            format!(
+                "Redis at {} is unavailable: {what}: no answer within {:?} (the command timeout)",
+                self.inner.url, self.inner.command_timeout
+            ),
+        )
     }
 
     /// A `Checkpoint` error for a failed command.

@@ -204,20 +204,23 @@ impl RedisStore {
         }
     }
 
-    /// Applies `op` in the next group commit (see [`crate::batch`]), within the command
-    /// timeout; its own reply.
+    /// Applies `op` in the next group commit (see [`crate::batch`]); its own reply, within
+    /// the command timeout (the batcher keeps that bound, so no timer is set per operation).
     async fn batched(&self, what: impl FnOnce() -> String, op: Op) -> Result<Value, CadenceError> {
-        let reply = self.batch.submit(&self.redis, op);
-        self.redis
-            .run(what, async {
-                reply.await.unwrap_or_else(|_| {
-                    Err(RedisError::from((
-                        ErrorKind::Io,
-                        "the batch carrying this command was dropped",
-                    )))
-                })
-            })
+        let reply = self
+            .batch
+            .submit(&self.redis, op)
             .await
+            .unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    ErrorKind::Io,
+                    "the batch carrying this command was dropped",
+                )))
+            });
+        reply.map_err(|e| match crate::batch::is_no_answer(&e) {
+            true => self.redis.timed_out(what()),
+            false => self.redis.error(what(), &e),
+        })
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {

@@ -474,6 +474,63 @@ async fn a_frozen_redis_hits_the_command_timeout() {
     assert!(e.to_string().contains("no answer within"), "{e}");
 }
 
+// REDIS-4 for fenced operations, which go through the group commit: with Redis frozen, every
+// one of many concurrent saves fails within its own command timeout, also those queued behind
+// the batches in flight (which would otherwise wait for those batches' timeouts first).
+#[tokio::test]
+async fn fenced_saves_queued_behind_a_frozen_redis_fail_within_their_timeout() {
+    let Some(bin) = common::server_bin("frozen-fenced") else {
+        return;
+    };
+    let server = common::Throwaway::start(bin);
+    let timeout = Duration::from_millis(1000);
+    let store = Redis::builder(server.url())
+        .with_command_timeout(timeout)
+        .connect()
+        .await
+        .unwrap()
+        .store();
+    let mut leases = Vec::new();
+    for i in 0..6 {
+        let run = format!("r{i}");
+        let lease = store
+            .acquire_lease("c", &run, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut r = record("c", &run, 1);
+        r.fence = lease.token;
+        store.save(&r, Some(&lease)).await.unwrap();
+        leases.push((r, lease));
+    }
+    let pid = server.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    let mut saves = tokio::task::JoinSet::new();
+    for (i, (r, lease)) in leases.into_iter().enumerate() {
+        let store = store.clone();
+        saves.spawn(async move {
+            // Staggered, so that later saves queue behind the batches in flight.
+            tokio::time::sleep(Duration::from_millis(100 * i as u64)).await;
+            let started = Instant::now();
+            let e = store.save(&r, Some(&lease)).await.unwrap_err();
+            (started.elapsed(), e)
+        });
+    }
+    let results = saves.join_all().await;
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    for (took, e) in results {
+        assert_eq!(kind(&e), Some(CheckpointErrorKind::Unavailable), "{e}");
+        assert!(e.to_string().contains("no answer within 1s"), "{e}");
+        // Its own timeout, not that of a batch ahead of it as well (2 s).
+        assert!(took < timeout + Duration::from_millis(700), "{took:?}: {e}");
+    }
+}
+
 // AUTH: a password in the URL authenticates; a wrong or missing one is `Unavailable`, never
 // shown in messages.
 #[tokio::test]
