@@ -7,7 +7,9 @@
 //!
 //! Workloads: `seq` (1000-note sequence), `hook` (same with a no-op hook), `emitter`
 //! (same with an `EventEmitter` holding one sync listener on `note.completed`), `run3`, `retry3`,
-//! `policy` (100 notes with retry + timeout + breaker), `sync` (a 1000-member group).
+//! `policy` (100 notes with retry + timeout + breaker), `sync` (a 1000-member group), `ckpt`
+//! (the runs of `core.ckpt_mem`: 20 measures checkpointed to a `MemoryStore`, a new run id
+//! each) and `ckpt_base` (its baseline: the same notes, `serde_json::to_vec` after each).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -56,6 +58,28 @@ fn main() {
                     }
                 }
                 black_box(s);
+            }
+        });
+        return;
+    }
+    if what == "ckpt" || what == "ckpt_base" {
+        use cadence_bench_core::checkpoint::{MEASURES, bump, checkpointed, doc};
+        let cadence = checkpointed(std::sync::Arc::new(
+            cadence_core::checkpoint::MemoryStore::new(),
+        ));
+        rt.block_on(async {
+            for i in 0..runs {
+                if what == "ckpt" {
+                    let opts = cadence_core::RunOptions::default().with_run_id(format!("run-{i}"));
+                    black_box(cadence.run_with(doc(), opts).await.expect("runs"));
+                } else {
+                    let mut s = doc();
+                    for _ in 0..MEASURES {
+                        bump(&mut s).await.expect("runs");
+                        black_box(serde_json::to_vec(&s).expect("serializes"));
+                    }
+                    black_box(s);
+                }
             }
         });
         return;

@@ -12,6 +12,9 @@
 //!   same file operations on the same record bytes, done inline. The directory is
 //!   `$CADENCE_BENCH_CKPT_DIR` if set, else under the system temp dir: on tmpfs fsync is free
 //!   and the figure shows only the CPU side.
+//!
+//! The score, note and cadence are public so that `examples/hotpath.rs` (workloads `ckpt` and
+//! `ckpt_base`) profiles exactly what `core.ckpt_mem` measures.
 
 use std::fs::{self, File, OpenOptions};
 use std::hint::black_box;
@@ -27,12 +30,13 @@ use cadence_core::{BoxError, Cadence, Control, Note, NoteContext, RunOptions};
 use crate::harness::{Config, Outcome, interleave_async};
 
 /// Measures per run.
-const MEASURES: u32 = 20;
+pub const MEASURES: u32 = 20;
 
 /// The score: a counter and 100 strings (serde's tuple impls, no derive needed).
-type Doc = (u64, Vec<String>);
+pub type Doc = (u64, Vec<String>);
 
-fn doc() -> Doc {
+/// A fresh score.
+pub fn doc() -> Doc {
     (
         0,
         (0..100)
@@ -42,7 +46,7 @@ fn doc() -> Doc {
 }
 
 /// The note every measure runs (what `#[note]` expands to).
-async fn bump(s: &mut Doc) -> Result<(), BoxError> {
+pub async fn bump(s: &mut Doc) -> Result<(), BoxError> {
     s.0 = black_box(s.0 + 1);
     Ok(())
 }
@@ -57,7 +61,8 @@ fn bump_note() -> Note<Doc> {
     Note::__from_macro("bump", call, None)
 }
 
-fn checkpointed(store: Arc<dyn CheckpointStore>) -> Cadence<Doc> {
+/// The cadence of both figures: [`MEASURES`] one-note measures, checkpointing to `store`.
+pub fn checkpointed(store: Arc<dyn CheckpointStore>) -> Cadence<Doc> {
     (0..MEASURES)
         .fold(Cadence::new("ckpt"), |c, i| {
             c.then(format!("m{i}"), bump_note())

@@ -3,12 +3,13 @@
 //!
 //! - [`harness`]: goals, interleaved measurement, output format, counting allocator;
 //! - [`figures`]: the registry, and how to add a figure;
+//! - [`checkpoint`]: the checkpoint figures, whose score and cadence `examples/hotpath.rs` runs too;
 //! - [`fixtures`]: the score and notes of the engine figures (also used by `examples/hotpath.rs`);
 //! - [`cli`]: the command line of every bench binary (this one and the adapters' bench crates).
 
 #![deny(unsafe_code)]
 
-mod checkpoint;
+pub mod checkpoint;
 pub mod cli;
 mod emitter;
 mod engine;
