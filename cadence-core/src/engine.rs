@@ -955,9 +955,13 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 continue;
             }
             let r = match &m.body {
-                // Nobody observes the measure: its note on the lean path, inline.
-                MeasureBody::Note(n) if self.is_lean(n) => {
+                // Nobody observes the measure: its note on the lean path, inline; in a
+                // checkpointed run its attempt is counted first (CKP-12).
+                MeasureBody::Note(n) if n.fast && self.unobserved() => {
                     let mut cx = self.lean_context(n);
+                    if let Some(session) = self.ckpt {
+                        cx.prior_attempts = Self::attempt_recorded(session, n);
+                    }
                     lean_note!(self, n, score, cx)
                 }
                 // Nobody observes the measure and its note has policies: straight to them,
@@ -1511,7 +1515,15 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     /// The run-wide half of [`is_lean`](Self::is_lean).
     #[inline]
     fn run_is_lean(&self) -> bool {
-        !self.observe() && self.ckpt.is_none() && !self.spans_wanted()
+        self.unobserved() && self.ckpt.is_none()
+    }
+
+    /// Whether no hook observes this run and no note span would be recorded: a top-level
+    /// note without policies then takes the lean path even in a checkpointed run, whose
+    /// session counts its attempt (CKP-12) and saves after it as after any measure.
+    #[inline]
+    fn unobserved(&self) -> bool {
+        !self.observe() && !self.spans_wanted()
     }
 
     /// The context of the lean path's one attempt.
@@ -2040,8 +2052,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     /// CKP-12: counts an attempt in the session; the attempts of earlier executions.
     #[inline(never)]
     fn attempt_recorded(session: &Session<S>, n: &CompiledNote<S>) -> u32 {
-        session.attempt_started(&n.path);
-        session.prior_attempts(&n.path)
+        session.attempt_started(n.key, &n.path)
     }
 
     /// NOTE-6: moves the score to the blocking pool and back (also after a panic). If this

@@ -498,6 +498,58 @@ async fn attempts_accumulate_across_executions() {
     assert_eq!(stored.attempts.get("f"), Some(&4));
 }
 
+#[tokio::test]
+async fn notes_without_policies_count_attempts_too() {
+    // CKP-12: a top-level note without policies in a run no hook observes runs on the lean
+    // path; its attempts are still counted, saved and reported as prior attempts on resume.
+    let store = Arc::new(MemoryStore::new());
+    let seen: Arc<Mutex<Vec<(String, u32, u32)>>> = Arc::default();
+    let fail = Arc::new(AtomicBool::new(true));
+    let step = |name: &'static str, fails: bool| {
+        let (seen, fail) = (seen.clone(), fail.clone());
+        note::from_fn_with_context(move |j: &mut Job, cx| {
+            let (seen, fail) = (seen.clone(), fail.clone());
+            Box::pin(async move {
+                let entry = (name.to_owned(), cx.attempt(), cx.prior_attempts());
+                seen.lock().unwrap().push(entry);
+                if fails && fail.load(Ordering::SeqCst) {
+                    return Err::<(), BoxError>("not yet".into());
+                }
+                j.total += 1;
+                Ok(())
+            })
+        })
+    };
+    let c = Cadence::<Job>::new("job")
+        .then("a", step("a", false))
+        .then("b", step("b", true))
+        .then("c", step("c", false))
+        .with_checkpoint(store.clone())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        assert!(c.run_with(Job::default(), id("lean")).await.is_err());
+    }
+    let stored = store.load("job", "lean").await.unwrap().unwrap();
+    assert_eq!(stored.status, RecordStatus::Failed);
+    assert_eq!(stored.completed, ["a"]);
+    let counts: Vec<(&str, u32)> = stored.attempts.iter().map(|(k, v)| (&**k, *v)).collect();
+    assert_eq!(counts, [("a", 1), ("b", 2)]);
+    fail.store(false, Ordering::SeqCst);
+    let done = c.run_with(Job::default(), id("lean")).await.unwrap();
+    assert_eq!(done.total, 3);
+    let seen = seen.lock().unwrap().clone();
+    let expected = [
+        ("a", 1, 0),
+        ("b", 1, 0),
+        ("b", 1, 1),
+        ("b", 1, 2),
+        ("c", 1, 0),
+    ];
+    let seen: Vec<(&str, u32, u32)> = seen.iter().map(|(n, a, p)| (&**n, *a, *p)).collect();
+    assert_eq!(seen, expected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_second_run_with_the_same_key_is_refused() {
     // CKP-9, RUN-7

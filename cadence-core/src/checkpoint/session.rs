@@ -17,6 +17,7 @@
 //! `Continue` reports it and writes the end again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -135,13 +136,52 @@ pub(crate) struct Finished {
     pub(crate) errors: Vec<CadenceError>,
 }
 
-/// The attempt counters of a run (CKP-12): per note path, the total so far and whether it
-/// changed since the last save.
+/// The attempt counters of a run (CKP-12): one entry per note that started an attempt in
+/// this execution, found by the note's key (no text hashed or compared per attempt), and the
+/// entries changed since the last save (so a save merges only those, not every counter).
 #[derive(Default)]
 struct Attempts {
-    counts: BTreeMap<String, (u32, bool)>,
-    /// Whether any counter changed since the last save.
-    changed: bool,
+    notes: Vec<NoteAttempts>,
+    /// Position in `notes` by [`CompiledNote::key`](crate::cadence::CompiledNote).
+    index: HashMap<u64, usize, BuildHasherDefault<KeyHasher>>,
+    /// Positions in `notes` changed since the last save.
+    dirty: Vec<usize>,
+}
+
+/// The attempts of one note.
+struct NoteAttempts {
+    path: Arc<str>,
+    /// Attempts started so far, earlier executions' included.
+    total: u32,
+    /// Attempts of earlier executions (CKP-12 `prior_attempts`).
+    prior: u32,
+    /// Listed in [`Attempts::dirty`].
+    dirty: bool,
+    /// The record holds an entry for this path (updated in place by a merge).
+    in_record: bool,
+}
+
+/// Hashes note keys, integers unique in the process, with one multiplication (an odd
+/// constant: distinct keys keep distinct low bits, which pick the bucket).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// One checkpointed run.
@@ -160,8 +200,8 @@ pub(crate) struct Session<S> {
     pub(crate) members: BTreeMap<String, RawJson>,
     /// Attempts recorded by earlier executions (CKP-12).
     prior: HashMap<String, u32>,
-    /// Attempts of each note started so far (earlier executions' included) and whether each
-    /// changed since the last save: only changed ones are merged into the record.
+    /// Attempts of each note started so far (earlier executions' included) and which changed
+    /// since the last save: only those are merged into the record.
     attempts: Mutex<Attempts>,
     /// The last top-level measure, completed and applied to the record but not yet written:
     /// the end write carries it.
@@ -309,43 +349,57 @@ impl<S> Session<S> {
         })))
     }
 
-    /// Attempts of `path` recorded by earlier executions.
-    pub(crate) fn prior_attempts(&self, path: &str) -> u32 {
-        self.prior.get(path).copied().unwrap_or(0)
-    }
-
-    /// Counts a started attempt (CKP-12).
-    pub(crate) fn attempt_started(&self, path: &str) {
-        let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        match a.counts.get_mut(path) {
-            Some((n, changed)) => {
-                *n += 1;
-                *changed = true;
+    /// Counts a started attempt of the note with `key` and `path` (CKP-12); returns the
+    /// attempts of that note recorded by earlier executions.
+    pub(crate) fn attempt_started(&self, key: u64, path: &Arc<str>) -> u32 {
+        let mut guard = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let a = &mut *guard;
+        let i = match a.index.get(&key) {
+            Some(&i) => {
+                a.notes[i].total += 1;
+                i
             }
             None => {
-                let n = self.prior_attempts(path) + 1;
-                a.counts.insert(path.to_owned(), (n, true));
+                let prior = if self.prior.is_empty() {
+                    None
+                } else {
+                    self.prior.get(&**path).copied()
+                };
+                let i = a.notes.len();
+                a.notes.push(NoteAttempts {
+                    path: path.clone(),
+                    total: prior.unwrap_or(0) + 1,
+                    prior: prior.unwrap_or(0),
+                    dirty: false,
+                    in_record: prior.is_some(),
+                });
+                a.index.insert(key, i);
+                i
             }
+        };
+        let note = &mut a.notes[i];
+        if !note.dirty {
+            note.dirty = true;
+            a.dirty.push(i);
         }
-        a.changed = true;
+        note.prior
     }
 
     /// Merges the attempt counters that changed since the last save into `rec` (CKP-12).
     fn merge_attempts(&self, rec: &mut Record) {
-        let mut a = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        if !std::mem::take(&mut a.changed) {
-            return;
-        }
-        for (path, (n, changed)) in a.counts.iter_mut() {
-            if !std::mem::take(changed) {
+        let mut guard = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let Attempts { notes, dirty, .. } = &mut *guard;
+        for i in dirty.drain(..) {
+            let note = &mut notes[i];
+            note.dirty = false;
+            if note.in_record
+                && let Some(n) = rec.attempts.get_mut(&*note.path)
+            {
+                *n = note.total;
                 continue;
             }
-            match rec.attempts.get_mut(path) {
-                Some(v) => *v = *n,
-                None => {
-                    rec.attempts.insert(path.clone(), *n);
-                }
-            }
+            rec.attempts.insert(note.path.to_string(), note.total);
+            note.in_record = true;
         }
     }
 
