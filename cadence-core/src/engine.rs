@@ -913,8 +913,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     End::Failed { .. } => Some(RecordStatus::Failed),
                     End::Cancelled => None,
                 };
-                let encoded = s.encode(&*guard.score);
-                // One end write, carrying the last measure's save (see checkpoint::session).
+                // One end write, carrying the last measure's save (see checkpoint::session);
+                // the final score is encoded only if it writes it.
+                let encoded = s
+                    .needs_final_score(status, retain)
+                    .then(|| s.encode(&*guard.score));
                 let finish: BoxFuture<'_, Finished> = Box::pin(s.finish(status, encoded, retain));
                 let done = finish.await;
                 if let Some((path, n)) = &done.saved {
@@ -980,21 +983,24 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             match r {
                 Ok(Flow::Continue) => {
                     if let Some(session) = self.ckpt {
-                        let encoded = session.encode(score);
                         // The last measure's save is carried by the run's end write.
-                        let last = self
+                        if self
                             .inner
                             .measures
                             .last()
-                            .is_some_and(|l| std::ptr::eq(l, m));
-                        let save: BoxFuture<'_, Result<Option<usize>, CadenceError>> =
-                            Box::pin(session.measure_completed(&m.path, encoded, last));
+                            .is_some_and(|l| std::ptr::eq(l, m))
+                        {
+                            session.defer_last(&m.path);
+                            continue;
+                        }
+                        let encoded = session.encode(score);
+                        let save: BoxFuture<'_, Result<usize, CadenceError>> =
+                            Box::pin(session.measure_completed(&m.path, encoded));
                         let saved = match save.await {
-                            Ok(Some(n)) => {
+                            Ok(n) => {
                                 self.emit(Occ::CheckpointSaved(&m.path, n), None);
                                 Ok(())
                             }
-                            Ok(None) => Ok(()),
                             Err(e) => self.checkpoint_failed(session, e),
                         };
                         if let Err(e) = saved {

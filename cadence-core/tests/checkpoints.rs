@@ -550,6 +550,74 @@ async fn notes_without_policies_count_attempts_too() {
     assert_eq!(seen, expected);
 }
 
+/// A score that refuses to serialize once poisoned.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Score)]
+struct Picky {
+    total: u32,
+    poisoned: bool,
+}
+
+impl Serialize for Picky {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        if self.poisoned {
+            return Err(Ser::Error::custom("poisoned"));
+        }
+        let mut st = s.serialize_struct("Picky", 2)?;
+        st.serialize_field("total", &self.total)?;
+        st.serialize_field("poisoned", &self.poisoned)?;
+        st.end()
+    }
+}
+
+#[tokio::test]
+async fn the_last_measure_is_encoded_only_when_the_end_write_writes_it() {
+    // CKP-4, CKP-7, CKP-8: the last measure's save is carried by the end write. A cleared
+    // record never needs its score; a written one does, and an encoding failure there is that
+    // save's failure: the run fails at that measure, its record without it.
+    let store = Arc::new(MemoryStore::new());
+    let c = Cadence::<Picky>::new("picky")
+        .then(
+            "a",
+            note::from_fn(|p: &mut Picky| {
+                p.total += 1;
+                Box::pin(async { Ok::<_, BoxError>(()) })
+            }),
+        )
+        .then(
+            "b",
+            note::from_fn(|p: &mut Picky| {
+                p.poisoned = true;
+                Box::pin(async { Ok::<_, BoxError>(()) })
+            }),
+        )
+        .with_checkpoint(store.clone())
+        .build()
+        .unwrap();
+    let done = c.run_with(Picky::default(), id("p1")).await.unwrap();
+    assert!(done.poisoned);
+    assert_eq!(store.load("picky", "p1").await.unwrap(), None);
+
+    let retained = id("p2").with_retain_outcome(Duration::from_secs(60));
+    let r = c.run_with_report(Picky::default(), retained).await;
+    assert_eq!(r.outcome, Outcome::Failed);
+    let err = c
+        .run_with(
+            Picky::default(),
+            id("p3").with_retain_outcome(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CadenceError::Checkpoint { .. }), "{err:?}");
+    for run in ["p2", "p3"] {
+        let stored = store.load("picky", run).await.unwrap().expect("kept");
+        assert_eq!(stored.status, RecordStatus::Failed);
+        assert_eq!(stored.completed, ["a"]);
+        assert_eq!(stored.score_value()["total"], 1);
+        assert_eq!(stored.score_value()["poisoned"], false);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_second_run_with_the_same_key_is_refused() {
     // CKP-9, RUN-7

@@ -11,10 +11,13 @@
 //! last thing the body does, and the body returns in the same poll), so a crash before the
 //! end write re-runs at most that measure — exactly as a crash before its own save would
 //! (CKP-14). The end write carries it: a cleared record drops it with the rest, a retained,
-//! failed, partial or cancelled one contains it. `on_checkpoint_saved` for that measure is
-//! reported once the end write succeeded; if the end write fails, it is handled as that
-//! save's failure (CKP-8: `Fail` fails the run at that measure and writes the failed status,
-//! `Continue` reports it and writes the end again).
+//! failed, partial or cancelled one contains it. So that measure's score is encoded only when
+//! the end write writes it, from the run's final score (the same score: nothing ran since);
+//! a succeeded or stopped run without `retain_outcome` encodes it never. `on_checkpoint_saved`
+//! for that measure is reported once the end write succeeded; if the end write (or that
+//! encoding) fails, it is handled as that save's failure (CKP-8: `Fail` fails the run at that
+//! measure and writes the failed status without it, `Continue` reports it and writes the end
+//! again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -418,20 +421,7 @@ impl<S> Session<S> {
 
     /// Encodes a score (synchronously: the engine never holds `&S` across an await, so scores
     /// need not be `Sync`).
-    ///
-    /// Once the last measure's save is deferred, the only encoding left is the run's final
-    /// score, and nothing ran since that measure was encoded (see the module docs): the score
-    /// is the one the record holds, whose JSON is copied instead of encoded again.
     pub(crate) fn encode(&self, score: &S) -> Result<RawJson, CadenceError> {
-        if self
-            .deferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-            && let Ok(rec) = self.record.try_lock()
-        {
-            return Ok(rec.score.clone());
-        }
         (self.codec.encode)(score).map_err(|e| {
             CadenceError::checkpoint(
                 CheckpointErrorKind::Other,
@@ -440,26 +430,45 @@ impl<S> Session<S> {
         })
     }
 
-    /// CKP-4: after a completed top-level measure. Returns the completed count once saved,
-    /// or `None` for the `last` measure of the run, whose save the end write carries
-    /// ([`finish`](Self::finish); see the module docs).
+    /// Whether the end write of a run ending with `status` needs its final score encoded
+    /// (see [`finish`](Self::finish)): for a retained outcome, and to carry a deferred last
+    /// measure into any record that is written rather than cleared.
+    pub(crate) fn needs_final_score(
+        &self,
+        status: Option<RecordStatus>,
+        retain: Option<Duration>,
+    ) -> bool {
+        match status {
+            Some(RecordStatus::Succeeded | RecordStatus::Stopped) => retain.is_some(),
+            _ => self
+                .deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some(),
+        }
+    }
+
+    /// CKP-4: after a completed top-level measure but the last; returns the completed count
+    /// once saved.
     pub(crate) async fn measure_completed(
         &self,
         path: &str,
         encoded: Result<RawJson, CadenceError>,
-        last: bool,
-    ) -> Result<Option<usize>, CadenceError> {
+    ) -> Result<usize, CadenceError> {
         let encoded = encoded?;
         let mut rec = self.record.lock().await;
         rec.score = encoded;
         rec.completed.push(path.to_owned());
         rec.members.clear();
-        if last {
-            *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_owned());
-            return Ok(None);
-        }
         self.write(&mut rec).await?;
-        Ok(Some(rec.completed.len()))
+        Ok(rec.completed.len())
+    }
+
+    /// CKP-4: the last top-level measure completed. Its save is carried by the end write
+    /// ([`finish`](Self::finish); see the module docs), which encodes its score if it writes
+    /// it.
+    pub(crate) fn defer_last(&self, path: &str) {
+        *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_owned());
     }
 
     /// CKP-4: after a successful member of a parallel group (score still the pre-group one).
@@ -477,12 +486,13 @@ impl<S> Session<S> {
 
     /// CKP-7: at the end of the run, one [`CheckpointStore::end_run`] (clear, or a last
     /// record) that also releases the lease and carries the deferred save of the last
-    /// measure, if any. `status` is `None` for a cancelled run. Errors are logged here and
-    /// returned in [`Finished`] for the engine's hooks.
+    /// measure, if any. `status` is `None` for a cancelled run. `final_score` is the run's
+    /// final score, encoded when [`needs_final_score`](Self::needs_final_score) says so.
+    /// Errors are logged here and returned in [`Finished`] for the engine's hooks.
     pub(crate) async fn finish(
         &self,
         status: Option<RecordStatus>,
-        final_score: Result<RawJson, CadenceError>,
+        final_score: Option<Result<RawJson, CadenceError>>,
         retain: Option<Duration>,
     ) -> Finished {
         let mut rec = self.record.lock().await;
@@ -492,9 +502,36 @@ impl<S> Session<S> {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let mut done = Finished::default();
-        let first = self
-            .write_end(&mut rec, status, &final_score, retain, deferred.is_some())
-            .await;
+        // The deferred last measure joins the record: its score is the final one.
+        let carried = match (&deferred, final_score) {
+            (None, final_score) => Ok(final_score),
+            (Some(path), final_score) => {
+                let carried = match final_score {
+                    Some(Ok(score)) => {
+                        let copy = retain.is_some().then(|| score.clone());
+                        rec.score = score;
+                        Ok(copy.map(Ok))
+                    }
+                    Some(Err(e)) => Err(e),
+                    // Not written: the record is cleared.
+                    None => Ok(None),
+                };
+                if carried.is_ok() {
+                    rec.completed.push(path.clone());
+                    rec.members.clear();
+                }
+                carried
+            }
+        };
+        let (first, final_score) = match carried {
+            Ok(final_score) => {
+                let r = self
+                    .write_end(&mut rec, status, &final_score, retain, deferred.is_some())
+                    .await;
+                (r, final_score)
+            }
+            Err(e) => (Err(e), None),
+        };
         match (first, deferred) {
             (Ok(()), deferred) => {
                 done.saved = deferred.map(|path| (path, rec.completed.len()));
@@ -546,7 +583,7 @@ impl<S> Session<S> {
         &self,
         rec: &mut Record,
         status: Option<RecordStatus>,
-        final_score: &Result<RawJson, CadenceError>,
+        final_score: &Option<Result<RawJson, CadenceError>>,
         retain: Option<Duration>,
         carries: bool,
     ) -> Result<(), CadenceError> {
@@ -564,11 +601,18 @@ impl<S> Session<S> {
                     let mut t = rec.clone();
                     t.status = s;
                     t.score = match final_score {
-                        Ok(score) => score.clone(),
-                        Err(e) => {
+                        Some(Ok(score)) => score.clone(),
+                        Some(Err(e)) => {
                             return Err(CadenceError::checkpoint(
                                 CheckpointErrorKind::Other,
                                 e.to_string(),
+                            ));
+                        }
+                        // Its encoding failed, as the failure of the measure it carried.
+                        None => {
+                            return Err(CadenceError::checkpoint(
+                                CheckpointErrorKind::Other,
+                                "the final score does not serialize",
                             ));
                         }
                     };
