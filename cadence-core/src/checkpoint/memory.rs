@@ -73,6 +73,17 @@ impl<T: Default> Reuse<T> {
     }
 }
 
+/// Copies `src` into `dst` unless it already holds it: most of a run's record (names, paths
+/// of earlier measures, attempt keys) is the same at every save, and comparing reads what
+/// copying would write.
+#[inline]
+fn set(dst: &mut String, src: &str) {
+    if *dst != *src {
+        dst.clear();
+        dst.push_str(src);
+    }
+}
+
 impl Kept {
     fn new(r: &Record) -> Box<Kept> {
         let mut k = Box::new(Kept {
@@ -115,27 +126,26 @@ impl Kept {
             expires_at,
         } = r;
         self.version = *version;
-        self.cadence.clone_from(cadence);
-        self.run_id.clone_from(run_id);
-        self.fingerprint.clone_from(fingerprint);
+        set(&mut self.cadence, cadence);
+        set(&mut self.run_id, run_id);
+        set(&mut self.fingerprint, fingerprint);
         self.status = *status;
-        self.completed
-            .assign(completed.iter(), |k, p| k.clone_from(p));
+        self.completed.assign(completed.iter(), |k, p| set(k, p));
         self.members.assign(members.iter(), |(kp, kv), (p, v)| {
-            kp.clone_from(p);
+            set(kp, p);
             kv.clear();
             kv.push_str(v.get());
         });
         self.score.clear();
         self.score.push_str(score.get());
         self.attempts.assign(attempts.iter(), |(kp, kn), (p, n)| {
-            kp.clone_from(p);
+            set(kp, p);
             *kn = *n;
         });
         self.trace.clone_from(trace);
         self.fence = *fence;
-        self.created_at.clone_from(created_at);
-        self.updated_at.clone_from(updated_at);
+        set(&mut self.created_at, created_at);
+        set(&mut self.updated_at, updated_at);
         self.expires_at.clone_from(expires_at);
     }
 

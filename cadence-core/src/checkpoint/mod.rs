@@ -311,8 +311,10 @@ pub(crate) fn stamp_rfc3339_micros(t: SystemTime, out: &mut String, secs: &mut u
             *b = b'0' + (v % 10) as u8;
             v /= 10;
         }
-        // Digits are ASCII; positions 20..26 of a stamp are its microseconds.
-        out.replace_range(20..26, std::str::from_utf8(&digits).unwrap_or("000000"));
+        // Digits are ASCII; positions 20..26 of a stamp are its microseconds, then `Z`.
+        out.truncate(20);
+        out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+        out.push('Z');
         return;
     }
     out.clear();

@@ -456,7 +456,11 @@ impl<S> Session<S> {
         encoded: Result<RawJson, CadenceError>,
     ) -> Result<usize, CadenceError> {
         let encoded = encoded?;
-        let mut rec = self.record.lock().await;
+        // Uncontended unless a parallel group's member is saving.
+        let mut rec = match self.record.try_lock() {
+            Ok(rec) => rec,
+            Err(_) => self.record.lock().await,
+        };
         rec.score = encoded;
         rec.completed.push(path.to_owned());
         rec.members.clear();
