@@ -52,7 +52,8 @@ impl<'a> Keys<'a> {
         lease.push(':');
         lease.push_str(&run_id);
         lease.push_str("}:");
-        let mut record = lease.clone();
+        let mut record = String::with_capacity(lease.len() + "record".len());
+        record.push_str(&lease);
         lease.push_str("lease");
         record.push_str("record");
         (lease, record)
@@ -119,7 +120,9 @@ impl<'a> Keys<'a> {
 /// Escapes `%`, `:`, `{`, `}` and control characters as `%XX`.
 pub(crate) fn escape(name: &str) -> Cow<'_, str> {
     let special = |c: char| matches!(c, '%' | ':' | '{' | '}') || c.is_control();
-    if !name.contains(special) {
+    // Fast path (hot: every save): printable ASCII needs no escape unless one of the four.
+    let plain = |b: &u8| matches!(b, 0x20..=0x7E) && !matches!(b, b'%' | b':' | b'{' | b'}');
+    if name.as_bytes().iter().all(plain) || !name.contains(special) {
         return Cow::Borrowed(name);
     }
     let mut out = String::with_capacity(name.len() + 8);

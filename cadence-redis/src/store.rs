@@ -146,7 +146,7 @@ const LIST_BATCH: usize = 256;
 pub struct RedisStore {
     redis: Redis,
     /// Leases this store acquired, by lease key.
-    held: Arc<Mutex<HashMap<String, Held>>>,
+    held: Arc<Mutex<HashMap<String, Held, foldhash::fast::RandomState>>>,
     /// Group commit of fenced operations (see [`crate::batch`]).
     batch: Arc<Batcher>,
 }
@@ -223,7 +223,9 @@ impl RedisStore {
         })
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    fn held(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Held, foldhash::fast::RandomState>> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
