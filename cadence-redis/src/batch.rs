@@ -61,7 +61,12 @@ pub(crate) const LANES: usize = 2;
 /// compare-and-set does. The script is written for the server's cost per call too: no
 /// tables or closures are made per call but the one function each operation runs in under
 /// `pcall`, and the index bookkeeping only when the batch updates an index (a call's setup
-/// cost a few microseconds otherwise, as much as a save).
+/// cost a few microseconds otherwise, as much as a save). The leases of the fenced
+/// operations are read with one `MGET` before any is applied, not one `GET` each; a lease
+/// that an earlier operation of the same batch changed (one run's operations are never in one
+/// batch when the engine drives the store, but direct callers may submit them concurrently)
+/// is read again, so each operation sees the state its predecessors left. A lease key that is
+/// not a string reads as absent: the operation is refused as with a stale token (`LeaseLost`).
 ///
 /// Index updates (`I`, `E`, `C`) are gathered per index key and applied after the operations,
 /// one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index (a run has at
@@ -78,31 +83,56 @@ local codes, record_ttl, index_ttl = ARGV[1], ARGV[2], ARGV[3]
 if string.find(codes, '[^ACEIKST]') then
   return redis.error_reply('unknown batch op in ' .. codes)
 end
+local leases, k = {}, 1
+for i = 1, #codes do
+  local op = string.byte(codes, i)
+  if op ~= 65 then leases[#leases + 1] = KEYS[k] end
+  if op == 83 or op == 84 then k = k + 2 elseif op == 75 then k = k + 1 else k = k + 3 end
+end
+local held = {}
+if #leases > 0 then held = redis.call('MGET', unpack(leases)) end
+local changed = {}
 local zadd, zrem, users
-local out, k, a = {}, 1, 4
-local function apply(op, k, a)
+local function apply(op, k, a, token)
   if op == 65 then -- A
-    local token = redis.call('INCR', KEYS[k + 1])
+    changed[KEYS[k]] = true
+    local t = redis.call('INCR', KEYS[k + 1])
     redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
-    if not redis.call('SET', KEYS[k], token, 'NX', 'PX', ARGV[a]) then return {-1} end
-    return {token, redis.call('GET', KEYS[k + 2])}
+    if not redis.call('SET', KEYS[k], t, 'NX', 'PX', ARGV[a]) then return {-1} end
+    return {t, redis.call('GET', KEYS[k + 2])}
   end
-  if redis.call('GET', KEYS[k]) ~= ARGV[a] then return 0 end
+  if changed[KEYS[k]] then token = redis.call('GET', KEYS[k]) end
+  if token ~= ARGV[a] then return 0 end
   if op == 83 then -- S
     if not redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'XX', 'KEEPTTL') then
       redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', record_ttl)
     end
     return 1
   end
-  if op == 75 then redis.call('DEL', KEYS[k]) return 1 end -- K
-  if op == 67 then redis.call('DEL', KEYS[k + 1], KEYS[k]) return 1 end -- C
+  if op == 75 then -- K
+    changed[KEYS[k]] = true
+    redis.call('DEL', KEYS[k])
+    return 1
+  end
+  if op == 67 then -- C
+    changed[KEYS[k]] = true
+    redis.call('DEL', KEYS[k + 1], KEYS[k])
+    return 1
+  end
   redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ARGV[a + 2])
-  if op == 69 then redis.call('DEL', KEYS[k]) end -- E
+  if op == 69 then -- E
+    changed[KEYS[k]] = true
+    redis.call('DEL', KEYS[k])
+  end
   return 1
 end
+local out, a, h = {}, 4, 0
+k = 1
 for i = 1, #codes do
   local op = string.byte(codes, i)
-  local ok, r = pcall(apply, op, k, a)
+  local token
+  if op ~= 65 then h = h + 1; token = held[h] end
+  local ok, r = pcall(apply, op, k, a, token)
   if not ok then
     if type(r) == 'table' and r.err then r = {'!', r.err} else r = {'!', tostring(r)} end
   elseif r == 1 and (op == 73 or op == 69 or op == 67) then -- I, E, C: index later

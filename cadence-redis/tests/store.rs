@@ -841,6 +841,37 @@ async fn a_group_commit_on_two_threads_fences_and_answers_each_run_on_its_own() 
     }
 }
 
+// REDIS-3 within one group commit: when one run's release and save are submitted together
+// (so they travel in the same batch, in that order), the save sees the lease the release left
+// — none — and is refused; nothing is written.
+#[tokio::test]
+async fn a_save_batched_after_its_own_release_is_refused() {
+    let Some(store) = store("same-batch").await else {
+        return;
+    };
+    let (lease, _) = store
+        .acquire_and_load("same-batch", "r", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut r = record("same-batch", "r", 3);
+    r.fence = lease.token;
+    // One thread, and neither future awaits before submitting: both are queued before the
+    // batch is taken.
+    let (released, saved) = tokio::join!(
+        store.end_run(
+            "same-batch",
+            "r",
+            cadence_core::checkpoint::RunEnd::Keep,
+            Some(&lease)
+        ),
+        store.save(&r, Some(&lease)),
+    );
+    released.unwrap();
+    let e = saved.unwrap_err();
+    assert_eq!(kind(&e), Some(CheckpointErrorKind::LeaseLost), "{e}");
+    assert!(store.load("same-batch", "r").await.unwrap().is_none());
+}
+
 async fn group_commit(cadence: &str) {
     let Some(old) = store(cadence).await else {
         return;
