@@ -72,6 +72,32 @@ impl RecordStatus {
     }
 }
 
+/// Whether JSON writes `s` as it is between quotes: no control character, `"` or `\`
+/// (non-ASCII is written as it is). Eight bytes at a time (the "has a byte less than"
+/// and "has a zero byte" word tricks, both exact for whether any byte matches).
+fn needs_no_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    let has = |x: u64, byte: u8| {
+        let y = x ^ (ONES * u64::from(byte));
+        y.wrapping_sub(ONES) & !y & HIGH != 0
+    };
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+        if control || has(x, b'"') || has(x, b'\\') {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// A JSON document kept as its text: scores are written into records without being parsed or
 /// rebuilt, so a save serializes the score once.
 pub type RawJson = Box<serde_json::value::RawValue>;
@@ -182,9 +208,92 @@ impl Record {
                 + self.run_id.len()
                 + self.fingerprint.len(),
         );
-        if serde_json::to_writer(&mut *out, self).is_err() {
-            out.clear();
+        self.write_fields(out);
+    }
+
+    /// Writes the record as serde's derived `Serialize` would (same fields, order and
+    /// escaping: `serde_json::to_vec` of it gives the same bytes, as a test checks), by hand:
+    /// a save writes the whole record, and most of its strings (names, paths, times) need no
+    /// escape, which this checks for and copies at once instead of byte by byte.
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            if needs_no_escape(s.as_bytes()) {
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            } else {
+                // Writing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, s);
+            }
         }
+        // `,"<name>":`; names need no escape.
+        fn field(out: &mut Vec<u8>, name: &str) {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        fn number(out: &mut Vec<u8>, n: u64) {
+            use std::io::Write as _;
+            let _ = write!(out, "{n}");
+        }
+        out.extend_from_slice(b"{\"version\":");
+        number(out, u64::from(self.version));
+        field(out, "cadence");
+        string(out, &self.cadence);
+        field(out, "run_id");
+        string(out, &self.run_id);
+        field(out, "fingerprint");
+        string(out, &self.fingerprint);
+        field(out, "status");
+        string(out, self.status.as_str());
+        field(out, "completed");
+        out.push(b'[');
+        for (i, path) in self.completed.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, path);
+        }
+        out.push(b']');
+        field(out, "members");
+        out.push(b'{');
+        for (i, (path, result)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, path);
+            out.push(b':');
+            out.extend_from_slice(result.get().as_bytes());
+        }
+        out.push(b'}');
+        field(out, "score");
+        out.extend_from_slice(self.score.get().as_bytes());
+        field(out, "attempts");
+        out.push(b'{');
+        for (i, (path, n)) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, path);
+            out.push(b':');
+            number(out, u64::from(*n));
+        }
+        out.push(b'}');
+        if let Some(trace) = &self.trace {
+            field(out, "trace");
+            let _ = serde_json::to_writer(&mut *out, trace);
+        }
+        field(out, "fence");
+        number(out, self.fence);
+        field(out, "created_at");
+        string(out, &self.created_at);
+        field(out, "updated_at");
+        string(out, &self.updated_at);
+        if let Some(at) = &self.expires_at {
+            field(out, "expires_at");
+            string(out, at);
+        }
+        out.push(b'}');
     }
 
     /// Parses JSON bytes: `Corrupt` for undecodable data, `UnsupportedVersion` for a newer
@@ -524,6 +633,99 @@ impl fmt::Display for RecordStatus {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn needs_no_escape_agrees_with_serde_for_every_byte_at_every_position() {
+        for len in 1..20 {
+            for pos in 0..len {
+                for byte in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = byte;
+                    let Ok(text) = std::str::from_utf8(&s) else {
+                        continue;
+                    };
+                    let plain = serde_json::to_string(text).unwrap() == format!("\"{text}\"");
+                    assert_eq!(super::needs_no_escape(&s), plain, "{s:?}");
+                }
+            }
+        }
+        assert!(super::needs_no_escape(
+            "café ☕ ünïcode, long enough".as_bytes()
+        ));
+        // Random mixes of plain, special and multi-byte characters.
+        let alphabet = [
+            'a',
+            'Z',
+            '0',
+            ' ',
+            '~',
+            '"',
+            '\\',
+            '\n',
+            '\u{0}',
+            '\u{1f}',
+            '\u{7f}',
+            'é',
+            '☕',
+            '\u{80}',
+            '\u{10ffff}',
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let text: String = (0..len)
+                .map(|i| alphabet[((seed >> (i % 60)) as usize + i * 7) % alphabet.len()])
+                .collect();
+            let plain = serde_json::to_string(&text).unwrap() == format!("\"{text}\"");
+            assert_eq!(super::needs_no_escape(text.as_bytes()), plain, "{text:?}");
+        }
+    }
+
+    // CKP-2: the hand-written record writer gives exactly what serde's derived `Serialize`
+    // gives, for plain and awkward strings, every status, and every optional field.
+    #[test]
+    fn the_record_writer_writes_what_serde_writes() {
+        use super::{Record, RecordStatus, raw_json};
+        let awkward = "quote\" back\\ nl\n tab\t nul\u{0} del\u{7f} café ☕ \u{1f}";
+        let mut r = Record::new("plain", "run-1", "f00d", serde_json::json!({"n": 1}));
+        let check = |r: &Record| {
+            let expected = serde_json::to_vec(r).unwrap();
+            assert_eq!(
+                String::from_utf8(r.to_json()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            let back = Record::from_json(&r.to_json()).unwrap();
+            assert_eq!(back.to_json(), r.to_json());
+        };
+        check(&r);
+        r.cadence = awkward.into();
+        r.run_id = format!("{awkward}/run");
+        r.completed = vec!["a".into(), awkward.into(), String::new()];
+        r.members
+            .insert("g/m1".into(), raw_json(&serde_json::json!([1, "x"])));
+        r.members
+            .insert(awkward.into(), raw_json(&serde_json::json!(null)));
+        r.attempts.insert("a".into(), 3);
+        r.attempts.insert(awkward.into(), u32::MAX);
+        r.fence = u64::MAX;
+        r.trace = Some(crate::TraceContext::new(awkward));
+        r.expires_at = Some(awkward.into());
+        for status in [
+            RecordStatus::Running,
+            RecordStatus::Failed,
+            RecordStatus::Partial,
+            RecordStatus::Succeeded,
+            RecordStatus::Stopped,
+        ] {
+            r.status = status;
+            check(&r);
+        }
+        r.trace.as_mut().unwrap().tracestate = Some("k=v".into());
+        check(&r);
+    }
 
     #[test]
     fn timestamps_match_humantime() {
