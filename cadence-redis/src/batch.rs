@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::connection::Redis;
+use crate::keys::{Part, Stem};
 
 /// Most operations in one batch.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -173,12 +174,13 @@ return out
 });
 
 /// One operation of a batch (see [`BATCH`]). Keys and arguments are owned: an operation
-/// outlives its caller if the caller stops waiting after the batch was taken.
+/// outlives its caller if the caller stops waiting after the batch was taken. Its keys are
+/// written from its run's [`Stem`] (one string per operation, not one per key).
 #[derive(Debug)]
 pub(crate) enum Op {
     /// `S` (`ttl` is `None`: keep the record's TTL) or `T`.
     Save {
-        keys: [String; 2],
+        stem: Stem,
         token: u64,
         json: Vec<u8>,
         ttl: Option<u64>,
@@ -186,7 +188,7 @@ pub(crate) enum Op {
     /// `I`, or `E` when `end`.
     SaveIndexed {
         end: bool,
-        keys: [String; 3],
+        stem: Stem,
         token: u64,
         json: Vec<u8>,
         ttl: u64,
@@ -195,15 +197,15 @@ pub(crate) enum Op {
     },
     /// `C`.
     Clear {
-        keys: [String; 3],
+        stem: Stem,
         token: u64,
         run_id: String,
     },
     /// `K`.
-    Release { keys: [String; 1], token: u64 },
+    Release { stem: Stem, token: u64 },
     /// `A`.
     AcquireLoad {
-        keys: [String; 3],
+        stem: Stem,
         lease_ttl: u64,
         fence_ttl: u64,
     },
@@ -211,15 +213,9 @@ pub(crate) enum Op {
 
 impl Op {
     /// A fenced save; `ttl`: `None` keeps the record's TTL (see [`BATCH`]'s `S`).
-    pub(crate) fn save(
-        lease: String,
-        record: String,
-        token: u64,
-        json: Vec<u8>,
-        ttl: Option<u64>,
-    ) -> Op {
+    pub(crate) fn save(stem: Stem, token: u64, json: Vec<u8>, ttl: Option<u64>) -> Op {
         Op::Save {
-            keys: [lease, record],
+            stem,
             token,
             json,
             ttl,
@@ -229,7 +225,7 @@ impl Op {
     /// A fenced save with an index update; `end`: the last one, releasing the lease.
     pub(crate) fn save_indexed(
         end: bool,
-        keys: [String; 3],
+        stem: Stem,
         token: u64,
         json: Vec<u8>,
         ttl: u64,
@@ -237,7 +233,7 @@ impl Op {
     ) -> Op {
         Op::SaveIndexed {
             end,
-            keys,
+            stem,
             token,
             json,
             ttl,
@@ -247,29 +243,59 @@ impl Op {
     }
 
     /// A fenced clear that releases the lease.
-    pub(crate) fn clear(keys: [String; 3], token: u64, run_id: &str) -> Op {
+    pub(crate) fn clear(stem: Stem, token: u64, run_id: &str) -> Op {
         Op::Clear {
-            keys,
+            stem,
             token,
             run_id: run_id.to_owned(),
         }
     }
 
     /// A fenced release.
-    pub(crate) fn release(lease: String, token: u64) -> Op {
-        Op::Release {
-            keys: [lease],
-            token,
-        }
+    pub(crate) fn release(stem: Stem, token: u64) -> Op {
+        Op::Release { stem, token }
     }
 
     /// A lease acquisition that reads the record.
-    pub(crate) fn acquire_load(keys: [String; 3], lease_ttl: u64, fence_ttl: u64) -> Op {
+    pub(crate) fn acquire_load(stem: Stem, lease_ttl: u64, fence_ttl: u64) -> Op {
         Op::AcquireLoad {
-            keys,
+            stem,
             lease_ttl,
             fence_ttl,
         }
+    }
+
+    /// The run's stem.
+    fn stem(&self) -> &Stem {
+        match self {
+            Op::Save { stem, .. }
+            | Op::SaveIndexed { stem, .. }
+            | Op::Clear { stem, .. }
+            | Op::Release { stem, .. }
+            | Op::AcquireLoad { stem, .. } => stem,
+        }
+    }
+
+    /// Its keys, in the order the script reads them.
+    fn keys(&self) -> &'static [Part] {
+        match self {
+            Op::Save { .. } => &[Part::Lease, Part::Record],
+            Op::SaveIndexed { .. } | Op::Clear { .. } => &[Part::Lease, Part::Record, Part::Index],
+            Op::Release { .. } => &[Part::Lease],
+            Op::AcquireLoad { .. } => &[Part::Lease, Part::Fence, Part::Record],
+        }
+    }
+
+    /// Appends its keys to `cmd`.
+    fn write_keys(&self, cmd: &mut redis::Cmd) {
+        for &part in self.keys() {
+            self.stem().write(cmd, part);
+        }
+    }
+
+    /// The bytes its keys take.
+    fn keys_size(&self) -> usize {
+        self.keys().iter().map(|&p| self.stem().len_of(p)).sum()
     }
 
     /// The op code.
@@ -282,17 +308,6 @@ impl Op {
             Op::Clear { .. } => b'C',
             Op::Release { .. } => b'K',
             Op::AcquireLoad { .. } => b'A',
-        }
-    }
-
-    /// The keys.
-    fn keys(&self) -> &[String] {
-        match self {
-            Op::Save { keys, .. } => keys,
-            Op::Release { keys, .. } => keys,
-            Op::SaveIndexed { keys, .. }
-            | Op::Clear { keys, .. }
-            | Op::AcquireLoad { keys, .. } => keys,
         }
     }
 
@@ -499,7 +514,7 @@ impl Batcher {
             for (op, _, _) in &batch {
                 let (args, bytes) = op.args_size();
                 count += op.keys().len() + args;
-                size += bytes + op.keys().iter().map(String::len).sum::<usize>();
+                size += bytes + op.keys_size();
             }
             let codes: Vec<u8> = batch.iter().map(|(op, _, _)| op.code()).collect();
             let mut cmd = redis::Cmd::with_capacity(count, size);
@@ -510,7 +525,7 @@ impl Batcher {
                     .sum::<usize>(),
             );
             for (op, _, _) in &batch {
-                cmd.arg(op.keys());
+                op.write_keys(&mut cmd);
             }
             cmd.arg(codes).arg(self.ttls.0).arg(self.ttls.1);
             for (op, _, _) in &batch {

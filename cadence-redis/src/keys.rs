@@ -29,56 +29,115 @@ pub(crate) struct RunKeys {
     pub(crate) fence: String,
 }
 
+/// What every key of one run starts with, `<prefix>:{<cadence>:<run id>}:` (escaped), and where
+/// the escaped cadence sits in it: each key of the run, and its cadence's index key, is written
+/// from it — straight into a command on the hot paths (one string per operation instead of
+/// one per key), or as a string of its own elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stem {
+    text: String,
+    /// The lengths of the prefix and of the escaped cadence.
+    prefix: usize,
+    cadence: usize,
+}
+
+/// A key of a run, or of its cadence, as written from a [`Stem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Record,
+    Lease,
+    Fence,
+    /// The cadence's index.
+    Index,
+}
+
+impl Stem {
+    /// The stem itself (distinct for every distinct (prefix, cadence, run id)).
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The pieces of a key, in order.
+    fn pieces(&self, part: Part) -> [&str; 3] {
+        match part {
+            Part::Record => [&self.text, "record", ""],
+            Part::Lease => [&self.text, "lease", ""],
+            Part::Fence => [&self.text, "fence", ""],
+            Part::Index => {
+                let cadence = self.prefix + 2;
+                [
+                    &self.text[..self.prefix],
+                    ":index:",
+                    &self.text[cadence..cadence + self.cadence],
+                ]
+            }
+        }
+    }
+
+    /// A key's length.
+    pub(crate) fn len_of(&self, part: Part) -> usize {
+        self.pieces(part).iter().map(|p| p.len()).sum()
+    }
+
+    /// A key as a string of its own.
+    pub(crate) fn key(&self, part: Part) -> String {
+        self.pieces(part).concat()
+    }
+
+    /// Writes a key as the next argument of a command.
+    pub(crate) fn write(&self, out: &mut impl redis::RedisWrite, part: Part) {
+        use std::io::Write as _;
+        let mut arg = out.writer_for_next_arg();
+        for piece in self.pieces(part) {
+            // Writing into a command's buffer cannot fail.
+            let _ = arg.write_all(piece.as_bytes());
+        }
+    }
+
+    /// The stem as a string of its own.
+    pub(crate) fn into_string(self) -> String {
+        self.text
+    }
+
+    /// The run's three keys as strings.
+    pub(crate) fn run_keys(&self) -> RunKeys {
+        RunKeys {
+            record: self.key(Part::Record),
+            lease: self.key(Part::Lease),
+            fence: self.key(Part::Fence),
+        }
+    }
+}
+
 impl<'a> Keys<'a> {
     pub(crate) fn new(prefix: &'a str) -> Self {
         Keys { prefix }
     }
 
+    /// The stem of (cadence, run id).
+    pub(crate) fn stem(&self, cadence: &str, run_id: &str) -> Stem {
+        self.stem_escaped(&escape(cadence), &escape(run_id))
+    }
+
+    /// The stem of a run whose cadence and run id are already escaped.
+    pub(crate) fn stem_escaped(&self, cadence: &str, run_id: &str) -> Stem {
+        let mut text = String::with_capacity(self.prefix.len() + cadence.len() + run_id.len() + 5);
+        text.push_str(self.prefix);
+        text.push_str(":{");
+        text.push_str(cadence);
+        text.push(':');
+        text.push_str(run_id);
+        text.push_str("}:");
+        Stem {
+            text,
+            prefix: self.prefix.len(),
+            cadence: cadence.len(),
+        }
+    }
+
     /// The keys of (cadence, run id).
     pub(crate) fn run(&self, cadence: &str, run_id: &str) -> RunKeys {
-        self.run_escaped(&escape(cadence), &escape(run_id))
-    }
-
-    /// The keys of a run whose cadence (as found in an index key) is already escaped.
-    /// The lease and record keys of a run (as [`run`](Self::run), without the fence key).
-    pub(crate) fn lease_and_record(&self, cadence: &str, run_id: &str) -> (String, String) {
-        let (cadence, run_id) = (escape(cadence), escape(run_id));
-        let mut lease = String::with_capacity(
-            self.prefix.len() + cadence.len() + run_id.len() + "record".len() + 5,
-        );
-        lease.push_str(self.prefix);
-        lease.push_str(":{");
-        lease.push_str(&cadence);
-        lease.push(':');
-        lease.push_str(&run_id);
-        lease.push_str("}:");
-        let mut record = String::with_capacity(lease.len() + "record".len());
-        record.push_str(&lease);
-        lease.push_str("lease");
-        record.push_str("record");
-        (lease, record)
-    }
-
-    pub(crate) fn run_escaped(&self, cadence: &str, run_id: &str) -> RunKeys {
-        // Built by hand: formatting machinery costs more than the copies (hot: every save).
-        let key = |suffix: &str| {
-            let mut k = String::with_capacity(
-                self.prefix.len() + cadence.len() + run_id.len() + suffix.len() + 5,
-            );
-            k.push_str(self.prefix);
-            k.push_str(":{");
-            k.push_str(cadence);
-            k.push(':');
-            k.push_str(run_id);
-            k.push_str("}:");
-            k.push_str(suffix);
-            k
-        };
-        RunKeys {
-            record: key("record"),
-            lease: key("lease"),
-            fence: key("fence"),
-        }
+        self.stem(cadence, run_id).run_keys()
     }
 
     /// The index of one cadence.
@@ -117,12 +176,22 @@ impl<'a> Keys<'a> {
     }
 }
 
+/// The bytes kept as they are for sure: printable ASCII but `%`, `:`, `{` and `}`.
+static PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7F {
+        plain[b] = !matches!(b as u8, b'%' | b':' | b'{' | b'}');
+        b += 1;
+    }
+    plain
+};
+
 /// Escapes `%`, `:`, `{`, `}` and control characters as `%XX`.
 pub(crate) fn escape(name: &str) -> Cow<'_, str> {
     let special = |c: char| matches!(c, '%' | ':' | '{' | '}') || c.is_control();
     // Fast path (hot: every save): printable ASCII needs no escape unless one of the four.
-    let plain = |b: &u8| matches!(b, 0x20..=0x7E) && !matches!(b, b'%' | b':' | b'{' | b'}');
-    if name.as_bytes().iter().all(plain) || !name.contains(special) {
+    if name.as_bytes().iter().all(|&b| PLAIN[usize::from(b)]) || !name.contains(special) {
         return Cow::Borrowed(name);
     }
     let mut out = String::with_capacity(name.len() + 8);
@@ -142,6 +211,35 @@ pub(crate) fn escape(name: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stem_writes_every_key_of_its_run_and_its_cadences_index() {
+        let keys = Keys::new("p:x");
+        for (cadence, run) in [("checkout", "order-1"), ("a:b", "{x}"), ("", "")] {
+            let stem = keys.stem(cadence, run);
+            let run_keys = keys.run(cadence, run);
+            assert_eq!(stem.key(Part::Record), run_keys.record);
+            assert_eq!(stem.key(Part::Lease), run_keys.lease);
+            assert_eq!(stem.key(Part::Fence), run_keys.fence);
+            assert_eq!(stem.key(Part::Index), keys.index(cadence));
+            let mut cmd = redis::cmd("X");
+            for part in [Part::Record, Part::Lease, Part::Fence, Part::Index] {
+                assert_eq!(stem.len_of(part), stem.key(part).len());
+                stem.write(&mut cmd, part);
+            }
+            let written: Vec<String> = cmd
+                .args_iter()
+                .skip(1)
+                .map(|a| match a {
+                    redis::Arg::Simple(b) => String::from_utf8(b.to_vec()).unwrap(),
+                    _ => unreachable!("keys are simple arguments"),
+                })
+                .collect();
+            let expected =
+                [Part::Record, Part::Lease, Part::Fence, Part::Index].map(|p| stem.key(p));
+            assert_eq!(written, expected);
+        }
+    }
 
     #[test]
     fn run_keys_share_one_hash_tag() {

@@ -12,7 +12,7 @@ use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKin
 
 use crate::batch::{Batcher, Op};
 use crate::connection::{Redis, millis};
-use crate::keys::RunKeys;
+use crate::keys::{Part, RunKeys};
 
 /// Lease acquisition (REDIS-3): set the lease only if absent, with a fencing token one
 /// higher than any before. KEYS: lease, fence. ARGV: lease TTL ms, fence TTL ms.
@@ -145,7 +145,7 @@ const LIST_BATCH: usize = 256;
 #[derive(Clone)]
 pub struct RedisStore {
     redis: Redis,
-    /// Leases this store acquired, by lease key.
+    /// Leases this store acquired, by run (the run's key stem).
     held: Arc<Mutex<HashMap<String, Held, foldhash::fast::RandomState>>>,
     /// Group commit of fenced operations (see [`crate::batch`]).
     batch: Arc<Batcher>,
@@ -231,35 +231,35 @@ impl RedisStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Forgets a prefetched record of a run (by its keys): it was written since.
-    fn invalidate(&self, lease_key: &str) {
+    /// Forgets a prefetched record of a run (by its key stem): it was written since.
+    fn invalidate(&self, run: &str) {
         let mut held = self.held();
         if held.is_empty() {
             return;
         }
-        if let Some(h) = held.get_mut(lease_key) {
+        if let Some(h) = held.get_mut(run) {
             h.prefetched = None;
         }
     }
 
-    /// The token of the lease this store holds on a run (by its keys), if any.
-    fn held_token(&self, run: &RunKeys) -> Option<u64> {
+    /// The token of the lease this store holds on a run (by its key stem), if any.
+    fn held_token(&self, run: &str) -> Option<u64> {
         self.held()
-            .get(&run.lease)
+            .get(run)
             .filter(|h| !h.released)
             .map(|h| h.token)
     }
 
     /// Forgets a lease this store held, if it is this token's.
-    fn forget(&self, lease_key: &str, token: u64) {
+    fn forget(&self, run: &str, token: u64) {
         let mut held = self.held();
-        if held.get(lease_key).is_some_and(|h| h.token == token) {
-            held.remove(lease_key);
+        if held.get(run).is_some_and(|h| h.token == token) {
+            held.remove(run);
         }
     }
 
-    /// Remembers a lease this store acquired.
-    fn track(&self, lease_key: String, held: Held) {
+    /// Remembers a lease this store acquired (by the run's key stem).
+    fn track(&self, run: String, held: Held) {
         let mut map = self.held();
         if map.len() >= MAX_TRACKED {
             map.retain(|_, h| !h.released);
@@ -267,7 +267,7 @@ impl RedisStore {
                 map.clear();
             }
         }
-        map.insert(lease_key, held);
+        map.insert(run, held);
     }
 
     /// How long a run's index entry may go without an update while its lease is held.
@@ -286,12 +286,12 @@ impl RedisStore {
     /// [`index_every`](Self::index_every). One lock.
     ///
     /// [`invalidate`]: Self::invalidate
-    fn index_due(&self, lease_key: &str, lease: Option<&Lease>) -> bool {
+    fn index_due(&self, run: &str, lease: Option<&Lease>) -> bool {
         let mut held = self.held();
         if held.is_empty() {
             return true;
         }
-        let Some(h) = held.get_mut(lease_key) else {
+        let Some(h) = held.get_mut(run) else {
             return true;
         };
         h.prefetched = None;
@@ -346,11 +346,10 @@ impl RedisStore {
         run_id: &str,
         bytes: &[u8],
     ) -> Result<(), CadenceError> {
-        let keys = self.redis.keys();
-        let run = keys.run(cadence, run_id);
-        self.invalidate(&run.lease);
-        let key = run.record;
-        let index = keys.index(cadence);
+        let stem = self.redis.keys().stem(cadence, run_id);
+        self.invalidate(stem.as_str());
+        let key = stem.key(Part::Record);
+        let index = stem.key(Part::Index);
         let ttl = self.redis.record_ttl_ms();
         let index_ttl = self.index_ttl_ms();
         let mut pipe = redis::pipe();
@@ -470,11 +469,11 @@ impl RedisStore {
 impl CheckpointStore for RedisStore {
     fn load<'a>(&'a self, cadence: &'a str, run_id: &'a str) -> StoreFuture<'a, Option<Record>> {
         Box::pin(async move {
-            let run = self.redis.keys().run(cadence, run_id);
-            let key = run.record;
+            let stem = self.redis.keys().stem(cadence, run_id);
+            let key = stem.key(Part::Record);
             let prefetched = self
                 .held()
-                .get_mut(&run.lease)
+                .get_mut(stem.as_str())
                 .and_then(|h| h.prefetched.take())
                 .filter(|(at, _)| at.elapsed() < PREFETCH_FOR);
             let bytes: Option<Vec<u8>> = match prefetched {
@@ -501,9 +500,8 @@ impl CheckpointStore for RedisStore {
 
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let keys = self.redis.keys();
-            let (lease_key, key) = keys.lease_and_record(&record.cadence, &record.run_id);
-            let indexed = self.index_due(&lease_key, lease);
+            let stem = self.redis.keys().stem(&record.cadence, &record.run_id);
+            let indexed = self.index_due(stem.as_str(), lease);
             let payload = record.to_json();
             let ttl = self.ttl_of(record);
             let what = || {
@@ -519,11 +517,11 @@ impl CheckpointStore for RedisStore {
                 let op = match indexed {
                     false => {
                         let ttl = (ttl != self.redis.record_ttl_ms()).then_some(ttl);
-                        Op::save(lease_key, key, lease.token, payload, ttl)
+                        Op::save(stem, lease.token, payload, ttl)
                     }
                     true => Op::save_indexed(
                         false,
-                        [lease_key, key, keys.index(&record.cadence)],
+                        stem,
                         lease.token,
                         payload,
                         ttl,
@@ -537,13 +535,13 @@ impl CheckpointStore for RedisStore {
             }
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
-                .arg(&key)
+                .arg(stem.key(Part::Record))
                 .arg(&payload)
                 .arg("PX")
                 .arg(ttl)
                 .ignore();
             if indexed {
-                let index = keys.index(&record.cadence);
+                let index = stem.key(Part::Index);
                 pipe.cmd("ZADD")
                     .arg(&index)
                     .arg(unix_millis(SystemTime::now()))
@@ -563,11 +561,11 @@ impl CheckpointStore for RedisStore {
 
     fn clear<'a>(&'a self, cadence: &'a str, run_id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let keys = self.redis.keys();
-            let run = keys.run(cadence, run_id);
-            let index = keys.index(cadence);
-            self.invalidate(&run.lease);
-            let token = self.held_token(&run);
+            let stem = self.redis.keys().stem(cadence, run_id);
+            let run = stem.run_keys();
+            let index = stem.key(Part::Index);
+            self.invalidate(stem.as_str());
+            let token = self.held_token(stem.as_str());
             let mut pipe = redis::pipe();
             let mut fenced = CLEAR.prepare_invoke();
             match token {
@@ -596,7 +594,11 @@ impl CheckpointStore for RedisStore {
             let Some(token) = token else {
                 return Ok(());
             };
-            if let Some(h) = self.held().get_mut(&run.lease).filter(|h| h.token == token) {
+            if let Some(h) = self
+                .held()
+                .get_mut(stem.as_str())
+                .filter(|h| h.token == token)
+            {
                 h.released = true;
             }
             match done {
@@ -666,11 +668,11 @@ impl CheckpointStore for RedisStore {
                 for chunk in ids.chunks(LIST_BATCH) {
                     let mut pipe = redis::pipe();
                     for id in chunk {
-                        let run = keys.run_escaped(&escaped, &crate::keys::escape(id));
+                        let stem = keys.stem_escaped(&escaped, &crate::keys::escape(id));
                         pipe.cmd("GET")
-                            .arg(&run.record)
+                            .arg(stem.key(Part::Record))
                             .cmd("EXISTS")
-                            .arg(&run.lease);
+                            .arg(stem.key(Part::Lease));
                     }
                     let values: Vec<Value> = self
                         .redis
@@ -728,7 +730,8 @@ impl CheckpointStore for RedisStore {
         ttl: Duration,
     ) -> StoreFuture<'a, Lease> {
         Box::pin(async move {
-            let run = self.redis.keys().run(cadence, run_id);
+            let stem = self.redis.keys().stem(cadence, run_id);
+            let run = stem.run_keys();
             let mut conn = self.redis.connection();
             let mut acquire = ACQUIRE.prepare_invoke();
             acquire
@@ -749,7 +752,7 @@ impl CheckpointStore for RedisStore {
             match u64::try_from(token) {
                 Ok(token) if token > 0 => {
                     self.track(
-                        run.lease,
+                        stem.into_string(),
                         Held {
                             token,
                             prefetched: Some((Instant::now(), record)),
@@ -804,11 +807,11 @@ impl CheckpointStore for RedisStore {
 
     fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let run = self.redis.keys().run(&lease.cadence, &lease.run_id);
+            let stem = self.redis.keys().stem(&lease.cadence, &lease.run_id);
             let was = {
                 let mut held = self.held();
-                match held.get(&run.lease) {
-                    Some(h) if h.token == lease.token => held.remove(&run.lease),
+                match held.get(stem.as_str()) {
+                    Some(h) if h.token == lease.token => held.remove(stem.as_str()),
                     _ => None,
                 }
             };
@@ -828,7 +831,7 @@ impl CheckpointStore for RedisStore {
                     },
                     async {
                         RELEASE
-                            .key(&run.lease)
+                            .key(stem.key(Part::Lease))
                             .arg(lease.token)
                             .invoke_async(&mut conn)
                             .await
@@ -847,16 +850,9 @@ impl CheckpointStore for RedisStore {
         ttl: Duration,
     ) -> StoreFuture<'a, (Lease, Option<Record>)> {
         Box::pin(async move {
-            let RunKeys {
-                record: record_key,
-                lease: lease_key,
-                fence,
-            } = self.redis.keys().run(cadence, run_id);
-            let op = Op::acquire_load(
-                [lease_key.clone(), fence, record_key],
-                millis(ttl),
-                self.fence_ttl_ms(ttl),
-            );
+            let stem = self.redis.keys().stem(cadence, run_id);
+            let run = stem.as_str().to_owned();
+            let op = Op::acquire_load(stem, millis(ttl), self.fence_ttl_ms(ttl));
             let reply = self
                 .batched(
                     || format!("acquiring the lease of run '{run_id}' of '{cadence}'"),
@@ -886,7 +882,7 @@ impl CheckpointStore for RedisStore {
             };
             let record = match bytes
                 .map(|b| {
-                    let (_, key) = self.redis.keys().lease_and_record(cadence, run_id);
+                    let key = self.redis.keys().stem(cadence, run_id).key(Part::Record);
                     self.decode(&key, &b)
                 })
                 .transpose()
@@ -899,7 +895,7 @@ impl CheckpointStore for RedisStore {
                 }
             };
             self.track(
-                lease_key,
+                run,
                 Held {
                     token,
                     prefetched: None,
@@ -928,24 +924,20 @@ impl CheckpointStore for RedisStore {
                     _ => Ok(()),
                 };
             };
-            let keys = self.redis.keys();
-            let (lease_key, key) = keys.lease_and_record(cadence, run_id);
-            self.invalidate(&lease_key);
+            let stem = self.redis.keys().stem(cadence, run_id);
+            self.invalidate(stem.as_str());
+            let run = stem.as_str().to_owned();
             let op = match end {
                 RunEnd::Save(record) => Op::save_indexed(
                     true,
-                    [lease_key.clone(), key, keys.index(cadence)],
+                    stem,
                     lease.token,
                     record.to_json(),
                     self.ttl_of(record),
                     (unix_millis(SystemTime::now()), run_id),
                 ),
-                RunEnd::Clear => Op::clear(
-                    [lease_key.clone(), key, keys.index(cadence)],
-                    lease.token,
-                    run_id,
-                ),
-                _ => Op::release(lease_key.clone(), lease.token),
+                RunEnd::Clear => Op::clear(stem, lease.token, run_id),
+                _ => Op::release(stem, lease.token),
             };
             let done = self
                 .batched(
@@ -955,12 +947,12 @@ impl CheckpointStore for RedisStore {
                 .await?;
             if matches!(end, RunEnd::Keep) {
                 // A stale release does nothing (REDIS-3), as in `release_lease`.
-                self.forget(&lease_key, lease.token);
+                self.forget(&run, lease.token);
                 return Ok(());
             }
             match done {
                 Value::Int(1) => {
-                    self.forget(&lease_key, lease.token);
+                    self.forget(&run, lease.token);
                     Ok(())
                 }
                 // Rejected: nothing was written, the index entry included.

@@ -232,9 +232,18 @@ impl Record {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
         }
-        fn number(out: &mut Vec<u8>, n: u64) {
-            use std::io::Write as _;
-            let _ = write!(out, "{n}");
+        fn number(out: &mut Vec<u8>, mut n: u64) {
+            let mut digits = [0u8; 20];
+            let mut at = digits.len();
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&digits[at..]);
         }
         out.extend_from_slice(b"{\"version\":");
         number(out, u64::from(self.version));
