@@ -97,8 +97,12 @@ local zadd, zrem, users
 local function apply(op, k, a, token)
   if op == 65 then -- A
     changed[KEYS[k]] = true
-    local t = redis.call('INCR', KEYS[k + 1])
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
+    -- A new fence starts at 1 in one call; an existing one is incremented.
+    local t = 1
+    if not redis.call('SET', KEYS[k + 1], 1, 'NX', 'PX', ARGV[a + 1]) then
+      t = redis.call('INCR', KEYS[k + 1])
+      redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
+    end
     if not redis.call('SET', KEYS[k], t, 'NX', 'PX', ARGV[a]) then return {-1} end
     return {t, redis.call('GET', KEYS[k + 2])}
   end

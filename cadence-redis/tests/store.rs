@@ -108,6 +108,30 @@ async fn keys_share_a_hash_tag_and_every_key_has_a_ttl() {
 
     store.release_lease(&lease).await.unwrap();
     assert_eq!(ttl(lease_key).await, -2, "released");
+
+    // The group commit's acquisition (REDIS-3): a new fence starts at 1, an existing one
+    // goes up; both carry the fence TTL.
+    let [_, lease3, fence3] = store.run_keys("checkout", "order-3");
+    for expected in [1, 2] {
+        let (lease, _) = store
+            .acquire_and_load("checkout", "order-3", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(lease.token, expected);
+        let t = ttl(fence3.clone()).await;
+        assert!(t > week && t <= week + 30_000, "{fence3}: {t}");
+        let t = ttl(lease3.clone()).await;
+        assert!(t > 25_000 && t <= 30_000, "{lease3}: {t}");
+        store
+            .end_run(
+                "checkout",
+                "order-3",
+                cadence_core::checkpoint::RunEnd::Keep,
+                Some(&lease),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 // CKP-10 basics, with names that need escaping.
