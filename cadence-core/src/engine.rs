@@ -106,16 +106,14 @@ macro_rules! observed_note {
         };
         $cx.next_attempt();
         guard.armed = false;
-        let r = rc.note_result(n, r);
+        // Success typed here; everything else out of line.
+        let r = match r {
+            Ok(Ok(Control::Continue)) => Ok(Control::Continue),
+            r => rc.note_result(n, r),
+        };
         if observe {
             let (d, now) = rc.tree.lap(guard.t0);
-            span.in_scope(|| {
-                rc.emit_at(
-                    Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r), n.key),
-                    Some(&*guard.score),
-                    now,
-                )
-            });
+            span.in_scope(|| rc.emit_note_end(n, 1, d, &note_outcome(&r), &*guard.score, now));
         }
         r
     }};
@@ -656,9 +654,65 @@ impl<'r, S> RunCtx<'r, S> {
         }
     }
 
+    /// [`emit_at`](Self::emit_at) of a note's end, the most frequent occurrence: the hooks'
+    /// `on_note_end` is called directly rather than through [`Occ`].
+    #[inline(always)]
+    fn emit_note_end(
+        &self,
+        n: &CompiledNote<S>,
+        attempt: u32,
+        d: Duration,
+        outcome: &NoteOutcome<'_>,
+        score: &S,
+        now: Option<Stamp>,
+    ) {
+        if self.observe()
+            && (self.interest.contains(HookMethod::NoteEnd) || self.gained(HookMethod::NoteEnd))
+        {
+            self.emit_note_end_slow(n, attempt, d, outcome, score, now);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_note_end_slow(
+        &self,
+        n: &CompiledNote<S>,
+        attempt: u32,
+        d: Duration,
+        outcome: &NoteOutcome<'_>,
+        score: &S,
+        now: Option<Stamp>,
+    ) {
+        let cx = self.hook_context(n.key, now);
+        if let Some(up) = self.upstream {
+            up.deliver(&cx, &Occ::NoteEnd(&n.path, attempt, d, outcome, n.key));
+        }
+        if let Some(hooks) = &self.inner.hooks {
+            let mut panics = 0;
+            for h in hooks.iter() {
+                panics += isolate("on_note_end", || {
+                    (**h).on_note_end(&cx, &n.path, attempt, d, outcome, score)
+                });
+            }
+            if panics > 0 {
+                self.inner.hook_panics.fetch_add(panics, Ordering::Relaxed);
+            }
+        }
+    }
+
     #[inline(never)]
     fn emit_slow(&self, occ: &Occ<'_>, score: Option<&S>, now: Option<Stamp>) {
-        let cx = HookContext {
+        let cx = self.hook_context(occ.key(), now);
+        if let Some(up) = self.upstream {
+            up.deliver(&cx, occ);
+        }
+        dispatch(self.inner, &cx, occ, score);
+    }
+
+    /// The context of an occurrence, numbered (EVT-3).
+    #[inline(always)]
+    fn hook_context(&self, key: u64, now: Option<Stamp>) -> HookContext<'r> {
+        HookContext {
             run_id: self.info.run_id.get(),
             root_run_id: self.info.root_run_id.get(),
             parent_run_id: self.info.parent_run_id.map(RunId::get),
@@ -667,18 +721,14 @@ impl<'r, S> RunCtx<'r, S> {
             at: OnceCell::new(),
             tree: Some(self.tree),
             now,
-            key: occ.key(),
+            key,
             resumed: self
                 .flags
                 .is_some_and(|f| f.resumed.load(Ordering::Relaxed)),
             replayed: self
                 .flags
                 .is_some_and(|f| f.replayed.load(Ordering::Relaxed)),
-        };
-        if let Some(up) = self.upstream {
-            up.deliver(&cx, occ);
         }
-        dispatch(self.inner, &cx, occ, score);
     }
 
     /// The full path of `path` in this run (GEN-2).
@@ -1658,11 +1708,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         guard.armed = false;
         if self.observe() {
             let (d, now) = self.tree.lap(t0);
-            self.emit_at(
-                Occ::NoteEnd(&n.path, 1, d, &note_outcome(&r), n.key),
-                Some(&*guard.score),
-                now,
-            );
+            self.emit_note_end(n, 1, d, &note_outcome(&r), &*guard.score, now);
         }
         r
     }

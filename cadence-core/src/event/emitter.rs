@@ -13,10 +13,13 @@
 //!
 //! - the event handed to sync listeners is reused from one occurrence to the next: its run id,
 //!   parent run id and cadence (`Arc<str>`s) are replaced only when they change (compared by
-//!   content), its kind is dropped right after delivery;
+//!   content), its kind is replaced by the next occurrence's, or updated in place when both are
+//!   `note.completed`;
 //! - note and measure paths become `Arc<str>`s through a map keyed by the path's address and
 //!   length (the engine's paths stay at one address for a cadence's lifetime), confirmed by
-//!   comparing the text, so a reused address is never taken for another path;
+//!   comparing the text, so a reused address is never taken for another path; a note's path
+//!   is found by the note's key instead, and *moved* into the event (and back when the event
+//!   moves on to another note), so its reference count is not touched;
 //! - the sync listener tables of the last few emitters used, checked against the emitter's
 //!   current table id (one atomic load). A removed listener is never called again, but a
 //!   thread that delivered its events keeps it alive until that thread's next event of the
@@ -679,6 +682,18 @@ impl EventEmitter {
     where
         B: FnOnce(&mut Strings<'_>) -> EventKind,
     {
+        self.occur_in(cx, k, |strings: &mut Strings<'_>, kind: &mut EventKind| {
+            strings.set(kind, build);
+        });
+    }
+
+    /// [`occur`](Self::occur) with a builder that writes the kind into the event's previous
+    /// kind, so that it can update an event of the same kind in place.
+    #[inline(always)]
+    fn occur_in<B>(&self, cx: &HookContext<'_>, k: usize, build: B)
+    where
+        B: FnOnce(&mut Strings<'_>, &mut EventKind),
+    {
         if self.wants(k) {
             self.occur_slow(cx, k, build);
         }
@@ -687,7 +702,7 @@ impl EventEmitter {
     #[inline(never)]
     fn occur_slow<B>(&self, cx: &HookContext<'_>, k: usize, build: B)
     where
-        B: FnOnce(&mut Strings<'_>) -> EventKind,
+        B: FnOnce(&mut Strings<'_>, &mut EventKind),
     {
         let mut build = Some(build);
         let _ = LOCAL.try_with(|local| {
@@ -700,13 +715,22 @@ impl EventEmitter {
         if let Some(build) = build {
             // A listener's own events (this thread's event is in use), or a thread being torn
             // down: an event of its own.
+            let mut kind = BLANK_KIND;
+            build(
+                &mut Strings {
+                    cache: None,
+                    key: cx.key,
+                    lent: 0,
+                },
+                &mut kind,
+            );
             let event = Event {
                 run_id: cx.run_id().into(),
                 parent_run_id: cx.parent_run_id().map(Into::into),
                 cadence: cx.cadence().into(),
                 seq: cx.seq(),
                 at: cx.at(),
-                kind: build(&mut Strings(None, cx.key)),
+                kind,
             };
             self.deliver(k, event);
         }
@@ -716,7 +740,7 @@ impl EventEmitter {
     #[inline(always)]
     fn deliver_local<B>(&self, local: &mut Local, cx: &HookContext<'_>, k: usize, build: B)
     where
-        B: FnOnce(&mut Strings<'_>) -> EventKind,
+        B: FnOnce(&mut Strings<'_>, &mut EventKind),
     {
         debug_assert_ne!(k, UNKNOWN, "hook occurrences are of known kinds");
         let Local {
@@ -724,10 +748,17 @@ impl EventEmitter {
             run_serial,
             tables,
             strings,
+            lent,
         } = local;
         let event = event.get_or_insert_with(Local::blank_event);
-        // Replacing the kind drops the previous occurrence's.
-        event.kind = build(&mut Strings(Some(strings), cx.key));
+        // The previous occurrence's kind is replaced (or updated in place).
+        let mut with = Strings {
+            cache: Some(strings),
+            key: cx.key,
+            lent: *lent,
+        };
+        build(&mut with, &mut event.kind);
+        *lent = with.lent;
         // The root run's id is recognised by its run tree's serial; other ids by their text.
         let serial = cx.run_serial();
         if serial == 0 || *run_serial != serial {
@@ -1007,6 +1038,9 @@ struct Local {
     run_serial: u64,
     tables: TableCache,
     strings: PathCache,
+    /// The key of the note whose path `event`'s kind holds, moved out of `strings` (0 if
+    /// none; see [`PathCache::take_keyed`]).
+    lent: u64,
 }
 
 impl Local {
@@ -1025,6 +1059,7 @@ impl Local {
                 next: 0,
             },
             strings: PathCache::default(),
+            lent: 0,
         }
     }
 
@@ -1045,25 +1080,77 @@ thread_local! {
 }
 
 /// Turns the paths of an occurrence into `Arc<str>`s: through this thread's cache when it is
-/// available, else by allocating. Holds the occurrence's note key (see [`HookContext`]).
-struct Strings<'a>(Option<&'a mut PathCache>, u64);
+/// available, else by allocating.
+struct Strings<'a> {
+    cache: Option<&'a mut PathCache>,
+    /// The occurrence's note key (see [`HookContext`]), 0 if none.
+    key: u64,
+    /// The key of the note whose path the event's kind holds, lent by the cache (see
+    /// [`Local::lent`]); 0 if none.
+    lent: u64,
+}
 
 impl Strings<'_> {
     #[inline]
     fn get(&mut self, s: &str) -> Arc<str> {
-        match &mut self.0 {
+        match &mut self.cache {
             Some(cache) => cache.get(s),
             None => Arc::from(s),
         }
     }
 
-    /// The path of the note of a note occurrence: found by the note's key when it has one.
+    /// Replaces `kind` with what `build` makes, after giving back a note path it holds.
+    #[inline(always)]
+    fn set(&mut self, kind: &mut EventKind, build: impl FnOnce(&mut Self) -> EventKind) {
+        if self.lent != 0 {
+            let previous = std::mem::replace(kind, BLANK_KIND);
+            if let Some(cache) = &mut self.cache {
+                cache.give_back(self.lent, previous);
+            }
+            self.lent = 0;
+        }
+        *kind = build(self);
+    }
+
+    /// The path of the note of a note occurrence: found by the note's key when it has one,
+    /// and then lent by the cache until the event's kind is replaced.
     #[inline]
     fn note_path(&mut self, s: &str) -> Arc<str> {
-        match &mut self.0 {
-            Some(cache) if self.1 != 0 => cache.keyed(self.1, s),
+        debug_assert_eq!(self.lent, 0, "the previous note path was given back");
+        match &mut self.cache {
+            Some(cache) if self.key != 0 => {
+                self.lent = self.key;
+                cache.take_keyed(self.key, s)
+            }
             Some(cache) => cache.get(s),
             None => Arc::from(s),
+        }
+    }
+
+    /// Makes `path`, the path of the note kind being updated in place, the occurrence's note
+    /// path `s`: nothing to do for the same note; else the paths trade places with the cache
+    /// (moves only, when both notes have their slots).
+    #[inline]
+    fn renew_note_path(&mut self, path: &mut Arc<str>, s: &str) {
+        let (lent, key) = (self.lent, self.key);
+        if key != 0 && lent == key {
+            debug_assert_eq!(&**path, s, "a note key names one path");
+            return;
+        }
+        if let Some(cache) = &mut self.cache
+            && key != 0
+            && lent != 0
+            && cache.trade_keyed(lent, key, path)
+        {
+            self.lent = key;
+            return;
+        }
+        self.lent = 0;
+        let previous = std::mem::replace(path, self.note_path(s));
+        if lent != 0
+            && let Some(cache) = &mut self.cache
+        {
+            cache.put_back(lent, previous);
         }
     }
 }
@@ -1096,17 +1183,70 @@ struct PathCache {
 const WAYS: usize = 4;
 
 impl PathCache {
-    /// The path `s` of the note with key `key` (not 0).
+    /// The path `s` of the note with key `key` (not 0), moved out of its slot: the slot keeps
+    /// the key and waits for the path to be given back.
     #[inline]
-    fn keyed(&mut self, key: u64, s: &str) -> Arc<str> {
+    fn take_keyed(&mut self, key: u64, s: &str) -> Arc<str> {
         let mask = self.notes.len().wrapping_sub(1);
-        if let Some((k, Some(text))) = self.notes.get(key as usize & mask)
+        if let Some((k, slot)) = self.notes.get_mut(key as usize & mask)
+            && *k == key
+            && let Some(text) = slot.take()
+        {
+            debug_assert_eq!(&*text, s, "a note key names one path");
+            return text;
+        }
+        let text = self.keyed_miss(key, s);
+        let mask = self.notes.len() - 1;
+        self.notes[key as usize & mask].1 = None;
+        text
+    }
+
+    /// `path` (lent for note `lent`) becomes the path of note `key`, and goes back to
+    /// `lent`'s slot: moves only. False (and nothing done) unless `key`'s slot holds its path.
+    #[inline]
+    fn trade_keyed(&mut self, lent: u64, key: u64, path: &mut Arc<str>) -> bool {
+        let mask = self.notes.len().wrapping_sub(1);
+        let Some((k, slot)) = self.notes.get_mut(key as usize & mask) else {
+            return false;
+        };
+        if *k != key {
+            return false;
+        }
+        let Some(text) = slot.as_mut() else {
+            return false;
+        };
+        std::mem::swap(path, text);
+        let back = slot.take();
+        // Usually the slot that waits for it; when two notes share a slot, the last one in.
+        self.notes[lent as usize & mask] = (lent, back);
+        true
+    }
+
+    /// Gives back the path of note `key` that `kind` holds (lent by
+    /// [`take_keyed`](Self::take_keyed)); drops the rest of `kind`.
+    fn give_back(&mut self, key: u64, kind: EventKind) {
+        match kind {
+            EventKind::NoteStarted { path, .. }
+            | EventKind::NoteCompleted { path, .. }
+            | EventKind::NoteCancelled { path, .. } => self.put_back(key, path),
+            EventKind::NoteFailed { path, error, .. } => {
+                drop(error);
+                self.put_back(key, path);
+            }
+            // Only note kinds hold a lent path.
+            other => drop(other),
+        }
+    }
+
+    /// Puts `path`, lent for note `key`, back into its slot if the slot still waits for it.
+    #[inline]
+    fn put_back(&mut self, key: u64, path: Arc<str>) {
+        let mask = self.notes.len().wrapping_sub(1);
+        if let Some((k, slot @ None)) = self.notes.get_mut(key as usize & mask)
             && *k == key
         {
-            debug_assert_eq!(&**text, s, "a note key names one path");
-            return text.clone();
+            *slot = Some(path);
         }
-        self.keyed_miss(key, s)
     }
 
     #[cold]
@@ -1445,14 +1585,31 @@ impl<S> Hook<S> for EventEmitter {
         let duration = truncate(duration);
         match *outcome {
             NoteOutcome::Succeeded | NoteOutcome::Stopped => {
-                self.occur(cx, kind::NOTE_COMPLETED, |strings: &mut Strings<'_>| {
-                    EventKind::NoteCompleted {
-                        path: strings.note_path(path),
-                        attempt,
-                        duration,
-                        stopped: matches!(outcome, NoteOutcome::Stopped),
-                    }
-                })
+                let stopped = matches!(outcome, NoteOutcome::Stopped);
+                // Most often the previous event was a `note.completed` too: updated in place.
+                self.occur_in(
+                    cx,
+                    kind::NOTE_COMPLETED,
+                    |strings: &mut Strings<'_>, kind: &mut EventKind| match kind {
+                        EventKind::NoteCompleted {
+                            path: p,
+                            attempt: a,
+                            duration: d,
+                            stopped: s,
+                        } => {
+                            strings.renew_note_path(p, path);
+                            (*a, *d, *s) = (attempt, duration, stopped);
+                        }
+                        kind => strings.set(kind, |strings: &mut Strings<'_>| {
+                            EventKind::NoteCompleted {
+                                path: strings.note_path(path),
+                                attempt,
+                                duration,
+                                stopped,
+                            }
+                        }),
+                    },
+                )
             }
             NoteOutcome::Failed(e) => {
                 self.occur(cx, kind::NOTE_FAILED, |strings: &mut Strings<'_>| {
@@ -1801,6 +1958,67 @@ mod tests {
         ] {
             assert!(!same_text(a, b));
         }
+    }
+
+    #[test]
+    fn note_paths_lent_to_the_reused_event_stay_right() {
+        // EVT-1, EVT-2: whatever the order of note occurrences, keys sharing a slot (1 and 65
+        // with 64 slots), a note repeated, a key-less path or another kind in between, every
+        // event carries its own note's path, and a note's path is one `Arc` from event to event.
+        let e = EventEmitter::new();
+        let seen = Arc::new(Mutex::new(Vec::<(String, Arc<str>)>::new()));
+        let log = seen.clone();
+        e.on("*", move |ev: &Event| {
+            let path = match &ev.kind {
+                EventKind::NoteStarted { path, .. }
+                | EventKind::NoteCompleted { path, .. }
+                | EventKind::NoteFailed { path, .. }
+                | EventKind::NoteCancelled { path, .. } => path.clone(),
+                _ => "".into(),
+            };
+            log.lock().unwrap().push((ev.name().to_owned(), path));
+        });
+        let err = CadenceError::Cancelled;
+        let steps: [(&str, u64, &str); 12] = [
+            ("completed", 1, "a"),
+            ("completed", 2, "b"),
+            ("completed", 1, "a"),
+            ("completed", 1, "a"),
+            ("completed", 65, "c"),
+            ("completed", 1, "a"),
+            ("started", 2, "b"),
+            ("completed", 2, "b"),
+            ("failed", 65, "c"),
+            ("completed", 0, "d"),
+            ("cancelled", 1, "a"),
+            ("completed", 2, "b"),
+        ];
+        for (what, key, path) in steps {
+            let mut cx = HookContext::new("r", "c", 0);
+            cx.key = key;
+            let d = Duration::from_millis(1);
+            match what {
+                "started" => Hook::<()>::on_note_start(&e, &cx, path, 1, &()),
+                "completed" => {
+                    Hook::<()>::on_note_end(&e, &cx, path, 1, d, &NoteOutcome::Succeeded, &())
+                }
+                "failed" => {
+                    Hook::<()>::on_note_end(&e, &cx, path, 1, d, &NoteOutcome::Failed(&err), &())
+                }
+                _ => Hook::<()>::on_note_end(&e, &cx, path, 1, d, &NoteOutcome::Cancelled, &()),
+            }
+        }
+        let seen = seen.lock().unwrap();
+        let got: Vec<(&str, &str)> = seen.iter().map(|(k, p)| (k.as_str(), &**p)).collect();
+        let want: Vec<(String, &str)> = steps
+            .iter()
+            .map(|(what, _, path)| (format!("note.{what}"), *path))
+            .collect();
+        let want: Vec<(&str, &str)> = want.iter().map(|(k, p)| (k.as_str(), *p)).collect();
+        assert_eq!(got, want);
+        assert!(Arc::ptr_eq(&seen[0].1, &seen[2].1), "moved, not copied");
+        assert!(Arc::ptr_eq(&seen[2].1, &seen[3].1));
+        assert!(Arc::ptr_eq(&seen[1].1, &seen[7].1));
     }
 
     #[test]
