@@ -37,64 +37,70 @@ pub(crate) const MAX_BATCH: usize = 128;
 pub(crate) const LANES: usize = 2;
 
 /// The group-commit script. `ARGV[1]` holds the batch's op codes, one byte per operation,
-/// `ARGV[2]` the store's record TTL and `ARGV[3]` its index TTL (milliseconds); then come the
-/// operations' own arguments, and `KEYS` holds their keys, both in the order of the codes.
-/// Per op (keys; arguments → reply):
+/// `ARGV[2]` the store's record TTL, `ARGV[3]` its index TTL (milliseconds) and `ARGV[4]` the
+/// batch's time (milliseconds since the Unix epoch: the score of its index updates); then
+/// come the operations' own arguments, and `KEYS` holds their keys, both in the order of the
+/// codes. Per op (keys; arguments → reply):
 ///
 /// - `S` fenced save keeping the record's TTL (lease, record; token, JSON → 1, or 0 when the
 ///   token is stale): `SET XX KEEPTTL`, or, if the record is gone, `SET PX` with the record
 ///   TTL, so no record is ever left without one
 /// - `T` fenced save setting the TTL (lease, record; token, JSON, TTL → 1 or 0)
-/// - `I` fenced save with an index update (lease, record, index; token, JSON, TTL, score,
-///   run id → 1 or 0); the index is updated only when the record was written
-/// - `E` fenced last save, releasing the lease (as `I`, and the lease is deleted)
+/// - `I` fenced save with the record TTL and an index update (lease, record, index; token,
+///   JSON, run id → 1 or 0); the index is updated only when the record was written
+/// - `J` as `I` with its own TTL (token, JSON, TTL, run id)
+/// - `E` fenced last save, releasing the lease (as `J`, and the lease is deleted)
 /// - `C` fenced clear, releasing the lease (lease, record, index; token, run id → 1 or 0):
 ///   the record and lease are deleted and the run leaves the index
 /// - `K` fenced release (lease; token → 1 or 0)
 /// - `A` lease acquisition with load (lease, fence, record; lease TTL, fence TTL →
 ///   `{token, record or nil}`, or `{-1}` when the lease is held): the lease is set only if
-///   absent (`SET NX`), with a token one higher than any before (a refused acquisition
-///   uses up a token number: tokens still only grow)
+///   absent (`SET NX`), with a token one higher than any before: a new fence starts at 1
+///   (`SET NX PX`, one call), an existing one is incremented (a refused acquisition then uses
+///   up a token number: tokens still only grow)
 ///
-/// The codes travel as one argument, and the TTLs that are the same for every operation once
-/// per batch, because the script's cost grows with its argument count (Redis makes a Lua
+/// The codes travel as one argument, and the values that are the same for every operation
+/// once per batch, because the script's cost grows with its argument count (Redis makes a Lua
 /// string of each argument): a save costs the server four arguments, as a lone
 /// compare-and-set does. The script is written for the server's cost per call too: no
 /// tables or closures are made per call but the one function each operation runs in under
 /// `pcall`, and the index bookkeeping only when the batch updates an index (a call's setup
-/// cost a few microseconds otherwise, as much as a save). The leases of the fenced
-/// operations are read with one `MGET` before any is applied, not one `GET` each; a lease
-/// that an earlier operation of the same batch changed (one run's operations are never in one
-/// batch when the engine drives the store, but direct callers may submit them concurrently)
-/// is read again, so each operation sees the state its predecessors left. A lease key that is
-/// not a string reads as absent: the operation is refused as with a stale token (`LeaseLost`).
+/// cost a few microseconds otherwise, as much as a save). What the operations read first —
+/// a fenced operation's lease, an acquisition's record — is read with one `MGET` before any
+/// is applied, not one `GET` each; a key that an earlier operation of the same batch wrote
+/// (one run's operations are never in one batch when the engine drives the store, but direct
+/// callers may submit them concurrently) is read again, so each operation sees the state its
+/// predecessors left. A lease or record key that is not a string reads as absent: the
+/// operation is refused as with a stale token (`LeaseLost`), or the acquisition finds no
+/// record.
 ///
-/// Index updates (`I`, `E`, `C`) are gathered per index key and applied after the operations,
-/// one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index (a run has at
-/// most one operation in a batch, so no member is both added and removed). An operation that
-/// fails (e.g. a key of the wrong type) replies with its own error as `{'!', message}` (not
-/// an error reply: the client would fail the whole reply for it), as do the operations whose
-/// index update failed (their record was written, as with a failed pipelined `ZADD`); the
-/// others are applied as usual.
+/// Index updates (`I`, `J`, `E`, `C`) are gathered per index key and applied after the
+/// operations, one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index (a
+/// run has at most one operation in a batch, so no member is both added and removed). An
+/// operation that fails replies with its own error as `{'!', message}` (not an error reply:
+/// the client would fail the whole reply for it), as do the operations whose index update
+/// failed (e.g. an index key of the wrong type: their record was written, as with a failed
+/// pipelined `ZADD`); the others are applied as usual.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- Op codes as bytes: A 65, C 67, E 69, I 73, K 75, S 83, T 84.
-local codes, record_ttl, index_ttl = ARGV[1], ARGV[2], ARGV[3]
-if string.find(codes, '[^ACEIKST]') then
-  return redis.error_reply('unknown batch op in ' .. codes)
+-- Op codes as bytes: A 65, C 67, E 69, I 73, J 74, K 75, S 83, T 84.
+local codes, record_ttl, index_ttl, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if #codes == 0 or string.find(codes, '[^ACEIJKST]') then
+  return redis.error_reply('bad batch ops: ' .. codes)
 end
-local leases, k = {}, 1
+-- What each operation reads first, with one MGET: a fenced operation's lease, an
+-- acquisition's record. A key an earlier operation of the batch wrote is read again.
+local reads, k = {}, 1
 for i = 1, #codes do
   local op = string.byte(codes, i)
-  if op ~= 65 then leases[#leases + 1] = KEYS[k] end
+  if op == 65 then reads[i] = KEYS[k + 2] else reads[i] = KEYS[k] end
   if op == 83 or op == 84 then k = k + 2 elseif op == 75 then k = k + 1 else k = k + 3 end
 end
-local held = {}
-if #leases > 0 then held = redis.call('MGET', unpack(leases)) end
+local read = redis.call('MGET', unpack(reads))
 local changed = {}
 local zadd, zrem, users
-local function apply(op, k, a, token)
+local function apply(op, k, a, value)
   if op == 65 then -- A
     changed[KEYS[k]] = true
     -- A new fence starts at 1 in one call; an existing one is incremented.
@@ -104,24 +110,30 @@ local function apply(op, k, a, token)
       redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
     end
     if not redis.call('SET', KEYS[k], t, 'NX', 'PX', ARGV[a]) then return {-1} end
-    return {t, redis.call('GET', KEYS[k + 2])}
+    if changed[KEYS[k + 2]] then value = redis.call('GET', KEYS[k + 2]) end
+    return {t, value}
   end
-  if changed[KEYS[k]] then token = redis.call('GET', KEYS[k]) end
-  if token ~= ARGV[a] then return 0 end
+  if changed[KEYS[k]] then value = redis.call('GET', KEYS[k]) end
+  if value ~= ARGV[a] then return 0 end
+  if op == 75 then -- K
+    changed[KEYS[k]] = true
+    redis.call('DEL', KEYS[k])
+    return 1
+  end
+  changed[KEYS[k + 1]] = true
   if op == 83 then -- S
     if not redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'XX', 'KEEPTTL') then
       redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', record_ttl)
     end
     return 1
   end
-  if op == 75 then -- K
-    changed[KEYS[k]] = true
-    redis.call('DEL', KEYS[k])
-    return 1
-  end
   if op == 67 then -- C
     changed[KEYS[k]] = true
     redis.call('DEL', KEYS[k + 1], KEYS[k])
+    return 1
+  end
+  if op == 73 then -- I
+    redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', record_ttl)
     return 1
   end
   redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ARGV[a + 2])
@@ -131,25 +143,27 @@ local function apply(op, k, a, token)
   end
   return 1
 end
-local out, a, h = {}, 4, 0
+local out, a = {}, 5
 k = 1
 for i = 1, #codes do
   local op = string.byte(codes, i)
-  local token
-  if op ~= 65 then h = h + 1; token = held[h] end
-  local ok, r = pcall(apply, op, k, a, token)
+  local ok, r = pcall(apply, op, k, a, read[i])
   if not ok then
     if type(r) == 'table' and r.err then r = {'!', r.err} else r = {'!', tostring(r)} end
-  elseif r == 1 and (op == 73 or op == 69 or op == 67) then -- I, E, C: index later
+  elseif r == 1 and (op == 73 or op == 74 or op == 69 or op == 67) then -- index later
     if users == nil then zadd, zrem, users = {}, {}, {} end
     local key = KEYS[k + 2]
-    local t = zadd
-    local x, y = ARGV[a + 3], ARGV[a + 4]
-    if op == 67 then t = zrem; x, y = ARGV[a + 1], nil end
-    local l = t[key]
-    if l == nil then l = {}; t[key] = l end
-    l[#l + 1] = x
-    if y ~= nil then l[#l + 1] = y end
+    local l
+    if op == 67 then
+      l = zrem[key]
+      if l == nil then l = {}; zrem[key] = l end
+      l[#l + 1] = ARGV[a + 1]
+    else
+      l = zadd[key]
+      if l == nil then l = {}; zadd[key] = l end
+      l[#l + 1] = now
+      if op == 73 then l[#l + 1] = ARGV[a + 2] else l[#l + 1] = ARGV[a + 3] end
+    end
     local u = users[key]
     if u == nil then u = {}; users[key] = u end
     u[#u + 1] = i
@@ -157,7 +171,8 @@ for i = 1, #codes do
   out[i] = r
   if op == 83 then k = k + 2; a = a + 2
   elseif op == 84 then k = k + 2; a = a + 3
-  elseif op == 73 or op == 69 then k = k + 3; a = a + 5
+  elseif op == 73 then k = k + 3; a = a + 3
+  elseif op == 74 or op == 69 then k = k + 3; a = a + 4
   elseif op == 67 then k = k + 3; a = a + 2
   elseif op == 75 then k = k + 1; a = a + 1
   else k = k + 3; a = a + 2 end -- A
@@ -189,14 +204,13 @@ pub(crate) enum Op {
         json: Vec<u8>,
         ttl: Option<u64>,
     },
-    /// `I`, or `E` when `end`.
+    /// `E` when `end`, else `I` (`ttl` is `None`: the record TTL) or `J`.
     SaveIndexed {
         end: bool,
         stem: Stem,
         token: u64,
         json: Vec<u8>,
-        ttl: u64,
-        score: u64,
+        ttl: Option<u64>,
         run_id: String,
     },
     /// `C`.
@@ -226,14 +240,15 @@ impl Op {
         }
     }
 
-    /// A fenced save with an index update; `end`: the last one, releasing the lease.
+    /// A fenced save with an index update (scored with the batch's time); `end`: the last
+    /// one, releasing the lease; `ttl`: `None` is the store's record TTL.
     pub(crate) fn save_indexed(
         end: bool,
         stem: Stem,
         token: u64,
         json: Vec<u8>,
-        ttl: u64,
-        (score, run_id): (u64, &str),
+        ttl: Option<u64>,
+        run_id: &str,
     ) -> Op {
         Op::SaveIndexed {
             end,
@@ -241,7 +256,6 @@ impl Op {
             token,
             json,
             ttl,
-            score,
             run_id: run_id.to_owned(),
         }
     }
@@ -307,8 +321,9 @@ impl Op {
         match self {
             Op::Save { ttl: None, .. } => b'S',
             Op::Save { ttl: Some(_), .. } => b'T',
-            Op::SaveIndexed { end: false, .. } => b'I',
             Op::SaveIndexed { end: true, .. } => b'E',
+            Op::SaveIndexed { ttl: None, .. } => b'I',
+            Op::SaveIndexed { ttl: Some(_), .. } => b'J',
             Op::Clear { .. } => b'C',
             Op::Release { .. } => b'K',
             Op::AcquireLoad { .. } => b'A',
@@ -319,15 +334,25 @@ impl Op {
     fn args_size(&self) -> (usize, usize) {
         match self {
             Op::Save { json, ttl, .. } => (2 + usize::from(ttl.is_some()), json.len() + 40),
-            Op::SaveIndexed { json, run_id, .. } => (5, json.len() + run_id.len() + 60),
+            Op::SaveIndexed {
+                json,
+                run_id,
+                end,
+                ttl,
+                ..
+            } => (
+                3 + usize::from(*end || ttl.is_some()),
+                json.len() + run_id.len() + 40,
+            ),
             Op::Clear { run_id, .. } => (2, run_id.len() + 20),
             Op::Release { .. } => (1, 20),
             Op::AcquireLoad { .. } => (2, 40),
         }
     }
 
-    /// Appends the arguments to `cmd`.
-    fn write_args(&self, cmd: &mut redis::Cmd) {
+    /// Appends the arguments to `cmd` (`record_ttl`: the store's, for a last save without a
+    /// TTL of its own).
+    fn write_args(&self, cmd: &mut redis::Cmd, record_ttl: u64) {
         match self {
             Op::Save {
                 token, json, ttl, ..
@@ -338,14 +363,21 @@ impl Op {
                 }
             }
             Op::SaveIndexed {
+                end,
                 token,
                 json,
                 ttl,
-                score,
                 run_id,
                 ..
             } => {
-                cmd.arg(token).arg(json).arg(ttl).arg(score).arg(run_id);
+                cmd.arg(token).arg(json);
+                match (end, ttl) {
+                    (false, None) => {}
+                    (_, ttl) => {
+                        cmd.arg(ttl.unwrap_or(record_ttl));
+                    }
+                }
+                cmd.arg(run_id);
             }
             Op::Clear { token, run_id, .. } => {
                 cmd.arg(token).arg(run_id);
@@ -381,6 +413,13 @@ fn op_reply(value: Value) -> RedisResult<Value> {
         }
         other => Ok(other),
     }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_millis_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What the error of an operation that got no answer within the command timeout says.
@@ -513,8 +552,9 @@ impl Batcher {
             let Some(oldest) = batch.iter().map(|(_, _, since)| *since).min() else {
                 continue;
             };
-            // EVALSHA, the hash, the key count, the codes and two TTLs, then the operations.
-            let (mut count, mut size) = (6, 128 + batch.len());
+            // EVALSHA, the hash, the key count, the codes, two TTLs and the time, then the
+            // operations.
+            let (mut count, mut size) = (7, 160 + batch.len());
             for (op, _, _) in &batch {
                 let (args, bytes) = op.args_size();
                 count += op.keys().len() + args;
@@ -531,9 +571,12 @@ impl Batcher {
             for (op, _, _) in &batch {
                 op.write_keys(&mut cmd);
             }
-            cmd.arg(codes).arg(self.ttls.0).arg(self.ttls.1);
+            cmd.arg(codes)
+                .arg(self.ttls.0)
+                .arg(self.ttls.1)
+                .arg(unix_millis_now());
             for (op, _, _) in &batch {
-                op.write_args(&mut cmd);
+                op.write_args(&mut cmd, self.ttls.0);
             }
             let sent = async {
                 match cmd.query_async::<Value>(&mut conn).await {

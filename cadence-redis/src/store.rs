@@ -524,8 +524,8 @@ impl CheckpointStore for RedisStore {
                         stem,
                         lease.token,
                         payload,
-                        ttl,
-                        (unix_millis(SystemTime::now()), &record.run_id),
+                        (ttl != self.redis.record_ttl_ms()).then_some(ttl),
+                        &record.run_id,
                     ),
                 };
                 return match self.batched(what, op).await? {
@@ -933,8 +933,8 @@ impl CheckpointStore for RedisStore {
                     stem,
                     lease.token,
                     record.to_json(),
-                    self.ttl_of(record),
-                    (unix_millis(SystemTime::now()), run_id),
+                    Some(self.ttl_of(record)),
+                    run_id,
                 ),
                 RunEnd::Clear => Op::clear(stem, lease.token, run_id),
                 _ => Op::release(stem, lease.token),

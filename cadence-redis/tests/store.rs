@@ -122,6 +122,20 @@ async fn keys_share_a_hash_tag_and_every_key_has_a_ttl() {
         assert!(t > week && t <= week + 30_000, "{fence3}: {t}");
         let t = ttl(lease3.clone()).await;
         assert!(t > 25_000 && t <= 30_000, "{lease3}: {t}");
+        if expected == 2 {
+            // A lease's first save (it updates the index) of a record to retain: its own TTL.
+            let mut retained = record("checkout", "order-3", 1);
+            retained.fence = lease.token;
+            retained.expires_at = Some(cadence_core::event::format_timestamp(
+                std::time::SystemTime::now() + Duration::from_secs(60),
+            ));
+            store.save(&retained, Some(&lease)).await.unwrap();
+            let [rec3, _, _] = store.run_keys("checkout", "order-3");
+            let t = ttl(rec3.clone()).await;
+            assert!(t > 55_000 && t <= 60_000, "{rec3}: {t}");
+            let listed = store.list(Some("checkout")).await.unwrap();
+            assert!(listed.iter().any(|r| r.run_id == "order-3"), "{listed:?}");
+        }
         store
             .end_run(
                 "checkout",
@@ -865,11 +879,12 @@ async fn a_group_commit_on_two_threads_fences_and_answers_each_run_on_its_own() 
     }
 }
 
-// REDIS-3 within one group commit: when one run's release and save are submitted together
-// (so they travel in the same batch, in that order), the save sees the lease the release left
-// — none — and is refused; nothing is written.
+// REDIS-3 within one group commit: operations of one run submitted together travel in the
+// same batch, in that order, and each sees what the earlier ones left (the batch reads leases
+// and records up front with one MGET): a save after the run's release is refused and writes
+// nothing; an acquisition after the run's last save reads the record that save wrote.
 #[tokio::test]
-async fn a_save_batched_after_its_own_release_is_refused() {
+async fn within_one_batch_each_operation_sees_what_the_earlier_ones_left() {
     let Some(store) = store("same-batch").await else {
         return;
     };
@@ -894,6 +909,28 @@ async fn a_save_batched_after_its_own_release_is_refused() {
     let e = saved.unwrap_err();
     assert_eq!(kind(&e), Some(CheckpointErrorKind::LeaseLost), "{e}");
     assert!(store.load("same-batch", "r").await.unwrap().is_none());
+
+    // An acquisition batched after the run's last save (which releases the lease) takes the
+    // lease and reads the record that save wrote.
+    let (lease, _) = store
+        .acquire_and_load("same-batch", "r2", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut r = record("same-batch", "r2", 4);
+    r.fence = lease.token;
+    let (ended, acquired) = tokio::join!(
+        store.end_run(
+            "same-batch",
+            "r2",
+            cadence_core::checkpoint::RunEnd::Save(&r),
+            Some(&lease)
+        ),
+        store.acquire_and_load("same-batch", "r2", Duration::from_secs(30)),
+    );
+    ended.unwrap();
+    let (next, found) = acquired.unwrap();
+    assert!(next.token > lease.token);
+    assert_eq!(found.expect("the record just written").completed.len(), 4);
 }
 
 async fn group_commit(cadence: &str) {
