@@ -376,11 +376,17 @@ fn next_seq(seq: &AtomicU64) -> u64 {
 
 /// Calls every hook of a cadence for one occurrence, isolating panics (HOOK-4).
 fn dispatch<S>(inner: &Inner<S>, cx: &HookContext<'_>, occ: &Occ<'_>, score: Option<&S>) {
+    each_hook(inner, occ.method(), |h| occ.call(h, cx, score));
+}
+
+/// Calls `call` with each hook of `inner`, each isolated from the others' panics, which are
+/// counted (HOOK-4).
+#[inline(always)]
+fn each_hook<S>(inner: &Inner<S>, method: &'static str, call: impl Fn(&dyn Hook<S>)) {
     if let Some(hooks) = &inner.hooks {
-        let method = occ.method();
         let mut panics = 0;
         for h in hooks.iter() {
-            panics += isolate(method, || occ.call(&**h, cx, score));
+            panics += isolate(method, || call(&**h));
         }
         if panics > 0 {
             inner.hook_panics.fetch_add(panics, Ordering::Relaxed);
@@ -687,17 +693,9 @@ impl<'r, S> RunCtx<'r, S> {
         if let Some(up) = self.upstream {
             up.deliver(&cx, &Occ::NoteEnd(&n.path, attempt, d, outcome, n.key));
         }
-        if let Some(hooks) = &self.inner.hooks {
-            let mut panics = 0;
-            for h in hooks.iter() {
-                panics += isolate("on_note_end", || {
-                    (**h).on_note_end(&cx, &n.path, attempt, d, outcome, score)
-                });
-            }
-            if panics > 0 {
-                self.inner.hook_panics.fetch_add(panics, Ordering::Relaxed);
-            }
-        }
+        each_hook(self.inner, "on_note_end", |h| {
+            h.on_note_end(&cx, &n.path, attempt, d, outcome, score)
+        });
     }
 
     #[inline(never)]
