@@ -264,30 +264,33 @@ impl Record {
             string(out, path);
         }
         out.push(b']');
-        field(out, "members");
-        out.push(b'{');
-        for (i, (path, result)) in self.members.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        // A JSON object of `entries`, each value written by `value`.
+        fn object<'e, V>(
+            out: &mut Vec<u8>,
+            entries: impl Iterator<Item = (&'e String, V)>,
+            value: impl Fn(&mut Vec<u8>, V),
+        ) {
+            out.push(b'{');
+            for (i, (key, v)) in entries.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, key);
+                out.push(b':');
+                value(out, v);
             }
-            string(out, path);
-            out.push(b':');
-            out.extend_from_slice(result.get().as_bytes());
+            out.push(b'}');
         }
-        out.push(b'}');
+        field(out, "members");
+        object(out, self.members.iter(), |out, result| {
+            out.extend_from_slice(result.get().as_bytes());
+        });
         field(out, "score");
         out.extend_from_slice(self.score.get().as_bytes());
         field(out, "attempts");
-        out.push(b'{');
-        for (i, (path, n)) in self.attempts.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, path);
-            out.push(b':');
-            number(out, u64::from(*n));
-        }
-        out.push(b'}');
+        object(out, self.attempts.iter(), |out, n| {
+            number(out, u64::from(*n))
+        });
         if let Some(trace) = &self.trace {
             field(out, "trace");
             let _ = serde_json::to_writer(&mut *out, trace);
