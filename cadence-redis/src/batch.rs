@@ -27,7 +27,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::connection::Redis;
+use crate::connection::{Redis, unix_millis_now};
 use crate::keys::{Part, Stem};
 
 /// Most operations in one batch.
@@ -413,13 +413,6 @@ fn op_reply(value: Value) -> RedisResult<Value> {
         }
         other => Ok(other),
     }
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-fn unix_millis_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What the error of an operation that got no answer within the command timeout says.

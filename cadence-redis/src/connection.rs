@@ -359,6 +359,13 @@ impl Redis {
     }
 }
 
+/// Milliseconds since the Unix epoch, now (0 before it): index scores.
+pub(crate) fn unix_millis_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Milliseconds of `d`, at least 1 (Redis rejects a zero expiry).
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)

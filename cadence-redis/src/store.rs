@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use cadence_core::checkpoint::{CheckpointStore, Lease, Record, RunEnd, RunSummary, StoreFuture};
 use cadence_core::{CadenceError, CheckpointErrorKind};
@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use crate::batch::{Batcher, Op};
-use crate::connection::{Redis, millis};
+use crate::connection::{Redis, millis, unix_millis_now};
 use crate::keys::{Part, RunKeys};
 
 /// Lease acquisition (REDIS-3): set the lease only if absent, with a fencing token one
@@ -171,11 +171,6 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Whether `e` says a script is not in Redis's cache (after a restart or `SCRIPT FLUSH`).
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
@@ -270,20 +265,10 @@ impl RedisStore {
         map.insert(run, held);
     }
 
-    /// How long a run's index entry may go without an update while its lease is held.
-    fn index_every(&self) -> Duration {
-        index_every(&self.redis)
-    }
-
-    /// The index TTL (see [`index_ttl_ms`]).
-    fn index_ttl_ms(&self) -> u64 {
-        index_ttl_ms(&self.redis)
-    }
-
     /// Before a save: forgets a prefetched record of the run (as [`invalidate`]) and says
     /// whether the save must update the run's index entry (noting that it will): always
     /// without a lease, else on the lease's first save, then at most every
-    /// [`index_every`](Self::index_every). One lock.
+    /// [`index_every`]. One lock.
     ///
     /// [`invalidate`]: Self::invalidate
     fn index_due(&self, run: &str, lease: Option<&Lease>) -> bool {
@@ -300,7 +285,7 @@ impl RedisStore {
         }
         let now = Instant::now();
         match h.indexed_at {
-            Some(at) if now.duration_since(at) < self.index_every() => false,
+            Some(at) if now.duration_since(at) < index_every(&self.redis) => false,
             _ => {
                 h.indexed_at = Some(now);
                 true
@@ -351,7 +336,7 @@ impl RedisStore {
         let key = stem.key(Part::Record);
         let index = stem.key(Part::Index);
         let ttl = self.redis.record_ttl_ms();
-        let index_ttl = self.index_ttl_ms();
+        let index_ttl = index_ttl_ms(&self.redis);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(&key)
@@ -361,7 +346,7 @@ impl RedisStore {
             .ignore()
             .cmd("ZADD")
             .arg(&index)
-            .arg(unix_millis(SystemTime::now()))
+            .arg(unix_millis_now())
             .arg(run_id)
             .ignore()
             .cmd("PEXPIRE")
@@ -511,22 +496,15 @@ impl CheckpointStore for RedisStore {
                 )
             };
             if let Some(lease) = lease {
-                // Fenced: one operation of the next group commit.
-                // Between index updates the record keeps the TTL set by the last one (so it is
-                // at most `index_every` short), unless this save needs another TTL.
+                // Fenced: one operation of the next group commit. `None`: the record TTL (a
+                // save between index updates then keeps the TTL the last one set, so it is at
+                // most `index_every` short).
+                let own_ttl = (ttl != self.redis.record_ttl_ms()).then_some(ttl);
                 let op = match indexed {
-                    false => {
-                        let ttl = (ttl != self.redis.record_ttl_ms()).then_some(ttl);
-                        Op::save(stem, lease.token, payload, ttl)
+                    false => Op::save(stem, lease.token, payload, own_ttl),
+                    true => {
+                        Op::save_indexed(false, stem, lease.token, payload, own_ttl, &record.run_id)
                     }
-                    true => Op::save_indexed(
-                        false,
-                        stem,
-                        lease.token,
-                        payload,
-                        (ttl != self.redis.record_ttl_ms()).then_some(ttl),
-                        &record.run_id,
-                    ),
                 };
                 return match self.batched(what, op).await? {
                     Value::Int(1) => Ok(()),
@@ -544,12 +522,12 @@ impl CheckpointStore for RedisStore {
                 let index = stem.key(Part::Index);
                 pipe.cmd("ZADD")
                     .arg(&index)
-                    .arg(unix_millis(SystemTime::now()))
+                    .arg(unix_millis_now())
                     .arg(&record.run_id)
                     .ignore()
                     .cmd("PEXPIRE")
                     .arg(&index)
-                    .arg(self.index_ttl_ms())
+                    .arg(index_ttl_ms(&self.redis))
                     .ignore();
             }
             let mut conn = self.redis.connection();
@@ -581,7 +559,7 @@ impl CheckpointStore for RedisStore {
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(&index)
-                .arg(self.index_ttl_ms())
+                .arg(index_ttl_ms(&self.redis))
                 .ignore();
             let mut conn = self.redis.connection();
             let (done,): (i64,) = self

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use cadence_bench_redis::workload::{NOTES, Workload};
+use cadence_bench_redis::workload::{self, NOTES, Workload};
 use cadence_redis::Redis;
 
 /// Runs per task of the value side (the baseline does as many writes as it commits).
@@ -50,11 +50,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(3)
         .min(20);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = workload::runtime();
     let prefix = format!("split-{}", std::process::id());
     let work = rt.block_on(Workload::connect(url, prefix)).expect("Redis");
     let only = std::env::args().nth(2);

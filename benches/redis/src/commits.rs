@@ -21,18 +21,14 @@
 use std::time::Instant;
 
 use cadence_bench_core::harness::{Config, Outcome, interleave_async_with_on};
-use cadence_bench_redis::workload::{NOTES, Workload};
+use cadence_bench_redis::workload::{self, NOTES, Workload};
 
 /// `redis.ckpt_commits` (ops/s, higher is better).
 pub(crate) fn ckpt_commits(config: &Config) -> Outcome {
     let Ok(url) = std::env::var("CADENCE_REDIS_URL") else {
         return Outcome::skipped("CADENCE_REDIS_URL is not set (run `cargo xtask bench`)");
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = workload::runtime();
     let prefix = format!("bench-{}", std::process::id());
     let work = match rt.block_on(Workload::connect(url, prefix)) {
         Ok(work) => work,

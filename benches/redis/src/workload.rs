@@ -21,6 +21,15 @@ pub const NOTES: usize = 5;
 /// The baseline's script: a minimal fenced write.
 pub const CAS: &str = "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0";
 
+/// The runtime both sides run on: multi-threaded, 2 workers (this machine's cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// A small, typical score.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Order {
