@@ -480,9 +480,10 @@ impl Drop for DropGuard {
     }
 }
 
-/// A member that sleeps a minute and then counts itself `finished`, holding a [`DropGuard`]
-/// that counts `dropped`: with the two counters.
-fn slow_guarded() -> (Note<Doc>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+/// The members of a group whose second fails (PAR-5): `slow` sleeps a minute and then counts
+/// itself `finished`, holding a [`DropGuard`] that counts `dropped`; `bad` fails at once;
+/// `fast` sets the total to 1. With the two counters.
+fn slow_bad_fast() -> ([Note<Doc>; 3], Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let dropped = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let slow = {
@@ -498,23 +499,21 @@ fn slow_guarded() -> (Note<Doc>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
             })
         })
     };
-    (slow, dropped, finished)
+    let members = [
+        note::named("slow", slow),
+        note::named("bad", failing(5)),
+        note::named("fast", n(|d| d.total = 1)),
+    ];
+    (members, dropped, finished)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_member_cancels_its_siblings_before_run_returns() {
     // PAR-5
-    let (slow, dropped, finished) = slow_guarded();
+    let (members, dropped, finished) = slow_bad_fast();
     let rec = RecordingHook::new();
     let c = Cadence::<Doc>::new("c")
-        .sync(
-            "g",
-            [
-                note::named("slow", slow),
-                note::named("bad", failing(5)),
-                note::named("fast", n(|d| d.total = 1)),
-            ],
-        )
+        .sync("g", members)
         .with_hooks(rec.clone())
         .build()
         .unwrap();
@@ -697,18 +696,8 @@ fn diagrams_show_groups_as_fork_and_join() {
 #[tokio::test(start_paused = true)]
 async fn without_hooks_a_failing_member_cancels_its_siblings_and_nothing_merges() {
     // PAR-5 on the lean group path (no hooks, no checkpoints), and PAR-6's first stop.
-    let (slow, dropped, finished) = slow_guarded();
-    let c = Cadence::<Doc>::new("c")
-        .sync(
-            "g",
-            [
-                note::named("slow", slow),
-                note::named("bad", failing(5)),
-                note::named("fast", n(|d| d.total = 1)),
-            ],
-        )
-        .build()
-        .unwrap();
+    let (members, dropped, finished) = slow_bad_fast();
+    let c = Cadence::<Doc>::new("c").sync("g", members).build().unwrap();
     let r = c
         .run_with_report(Doc::default(), RunOptions::default())
         .await;

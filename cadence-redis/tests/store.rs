@@ -888,12 +888,17 @@ async fn within_one_batch_each_operation_sees_what_the_earlier_ones_left() {
     let Some(store) = store("same-batch").await else {
         return;
     };
-    let (lease, _) = store
-        .acquire_and_load("same-batch", "r", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let mut r = record("same-batch", "r", 3);
-    r.fence = lease.token;
+    // A run's lease (acquired through the group commit) and a record of `n` measures for it.
+    let leased = async |run: &str, n: u64| {
+        let (lease, _) = store
+            .acquire_and_load("same-batch", run, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut r = record("same-batch", run, n);
+        r.fence = lease.token;
+        (lease, r)
+    };
+    let (lease, r) = leased("r", 3).await;
     // One thread, and neither future awaits before submitting: both are queued before the
     // batch is taken.
     let (released, saved) = tokio::join!(
@@ -912,12 +917,7 @@ async fn within_one_batch_each_operation_sees_what_the_earlier_ones_left() {
 
     // An acquisition batched after the run's last save (which releases the lease) takes the
     // lease and reads the record that save wrote.
-    let (lease, _) = store
-        .acquire_and_load("same-batch", "r2", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let mut r = record("same-batch", "r2", 4);
-    r.fence = lease.token;
+    let (lease, r) = leased("r2", 4).await;
     let (ended, acquired) = tokio::join!(
         store.end_run(
             "same-batch",
