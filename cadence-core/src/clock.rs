@@ -133,15 +133,16 @@ impl RunTree {
 
     /// The wall-clock time of reading `at` (or of the present), to the microsecond. The first
     /// call anchors the run tree: readings from before the anchor date at the anchor.
+    #[inline]
     pub(crate) fn wall_time(&self, at: Option<Stamp>) -> SystemTime {
         let tree = self.tree();
         let at = at.unwrap_or_else(|| tree.now());
         let anchor = tree.anchor.get_or_init(|| WallAnchor {
             stamp: at,
-            wall: nanos(wall_now().duration_since(UNIX_EPOCH).unwrap_or_default()),
+            wall: wall_now(),
         });
-        let micros = tree.nanos_between(anchor.stamp, at) / 1_000;
-        UNIX_EPOCH + Duration::from_nanos(anchor.wall.saturating_add(micros * 1_000))
+        // Whole microseconds since the anchor (itself truncated to the microsecond).
+        anchor.wall + Duration::from_micros(tree.nanos_between(anchor.stamp, at) / 1_000)
     }
 }
 
@@ -170,8 +171,8 @@ impl Tree {
 #[derive(Debug)]
 struct WallAnchor {
     stamp: Stamp,
-    /// Nanoseconds since the Unix epoch, truncated to the microsecond.
-    wall: u64,
+    /// Truncated to the microsecond.
+    wall: SystemTime,
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -7,7 +7,6 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -81,7 +80,7 @@ macro_rules! lean_note {
 
 /// One attempt of a note without policies that hooks may observe, inline like
 /// [`lean_note!`], as a `Result<Control, CadenceError>`: `note_start` (when `$announce`; a
-/// parallel member's belongs to its group), the attempt in `$span` (a `LiveSpan`), `note_end`;
+/// parallel member's belongs to its group), the attempt in `$span` (a [`NoteSpan`]), `note_end`;
 /// a drop mid-attempt reports `Cancelled` through the guard (HOOK-5, RUN-5).
 macro_rules! observed_note {
     ($rc:expr, $n:expr, $score:expr, $cx:expr, $span:expr, $announce:expr) => {{
@@ -101,21 +100,29 @@ macro_rules! observed_note {
         };
         $cx.path = &n.path;
         let r = match RunCtx::start_note(n, &mut *guard.score, &$cx) {
-            Ok(fut) => InSpan::new(span, CatchUnwind::new(fut)).await,
+            Ok(fut) => span.around(CatchUnwind::new(fut)).await,
             Err(p) => Err(p),
         };
         $cx.next_attempt();
         guard.armed = false;
-        // Success typed here; everything else out of line.
-        let r = match r {
-            Ok(Ok(Control::Continue)) => Ok(Control::Continue),
-            r => rc.note_result(n, r),
-        };
-        if observe {
-            let (d, now) = rc.tree.lap(guard.t0);
-            span.in_scope(|| rc.emit_note_end(n, 1, d, &note_outcome(&r), &*guard.score, now));
+        // Success typed here, with its own report; everything else out of line.
+        match r {
+            Ok(Ok(Control::Continue)) => {
+                if observe {
+                    span.in_scope(|| {
+                        rc.note_ended(n, guard.t0, &NoteOutcome::Succeeded, &*guard.score)
+                    });
+                }
+                Ok(Control::Continue)
+            }
+            r => {
+                let r = rc.note_result(n, r);
+                if observe {
+                    span.in_scope(|| rc.note_ended(n, guard.t0, &note_outcome(&r), &*guard.score));
+                }
+                r
+            }
         }
-        r
     }};
 }
 
@@ -175,12 +182,6 @@ impl<F: Future> Future for CatchUnwind<F> {
 pub(crate) struct LiveSpan(Option<Box<tracing::Span>>);
 
 impl LiveSpan {
-    /// No span (nobody would record one).
-    #[inline]
-    pub(crate) const fn none() -> Self {
-        LiveSpan(None)
-    }
-
     #[inline]
     pub(crate) fn new(span: tracing::Span) -> Self {
         if span.is_disabled() {
@@ -201,6 +202,50 @@ impl LiveSpan {
     #[inline]
     fn get(&self) -> Option<&tracing::Span> {
         self.0.as_deref()
+    }
+}
+
+/// Where an observed note's attempt runs: in a [`LiveSpan`], or in [`NoSpan`] where no span is
+/// ever made (then nothing is checked per poll or per report).
+pub(crate) trait NoteSpan {
+    /// The attempt's future, in the span.
+    type Around<'s, F: Future>: Future<Output = F::Output>
+    where
+        Self: 's;
+
+    fn around<F: Future>(&self, inner: F) -> Self::Around<'_, F>;
+
+    fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R;
+}
+
+impl NoteSpan for LiveSpan {
+    type Around<'s, F: Future> = InSpan<'s, F>;
+
+    #[inline]
+    fn around<F: Future>(&self, inner: F) -> InSpan<'_, F> {
+        InSpan::new(self, inner)
+    }
+
+    #[inline]
+    fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        LiveSpan::in_scope(self, f)
+    }
+}
+
+/// No span, known when the engine is compiled (see [`NoteSpan`]).
+pub(crate) struct NoSpan;
+
+impl NoteSpan for NoSpan {
+    type Around<'s, F: Future> = F;
+
+    #[inline(always)]
+    fn around<F: Future>(&self, inner: F) -> F {
+        inner
+    }
+
+    #[inline(always)]
+    fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
     }
 }
 
@@ -660,41 +705,37 @@ impl<'r, S> RunCtx<'r, S> {
         }
     }
 
-    /// [`emit_at`](Self::emit_at) of a note's end, the most frequent occurrence: the hooks'
+    /// The end of the first attempt of note `n`, started at `t0`, reported to the hooks that
+    /// want it (the most frequent occurrence): the clock is read only then, and the hooks'
     /// `on_note_end` is called directly rather than through [`Occ`].
     #[inline(always)]
-    fn emit_note_end(
+    fn note_ended(
         &self,
         n: &CompiledNote<S>,
-        attempt: u32,
-        d: Duration,
+        t0: Option<Stamp>,
         outcome: &NoteOutcome<'_>,
         score: &S,
-        now: Option<Stamp>,
     ) {
-        if self.observe()
-            && (self.interest.contains(HookMethod::NoteEnd) || self.gained(HookMethod::NoteEnd))
-        {
-            self.emit_note_end_slow(n, attempt, d, outcome, score, now);
+        if self.interest.contains(HookMethod::NoteEnd) || self.gained(HookMethod::NoteEnd) {
+            self.note_ended_slow(n, t0, outcome, score);
         }
     }
 
     #[inline(never)]
-    fn emit_note_end_slow(
+    fn note_ended_slow(
         &self,
         n: &CompiledNote<S>,
-        attempt: u32,
-        d: Duration,
+        t0: Option<Stamp>,
         outcome: &NoteOutcome<'_>,
         score: &S,
-        now: Option<Stamp>,
     ) {
+        let (d, now) = self.tree.lap(t0);
         let cx = self.hook_context(n.key, now);
         if let Some(up) = self.upstream {
-            up.deliver(&cx, &Occ::NoteEnd(&n.path, attempt, d, outcome, n.key));
+            up.deliver(&cx, &Occ::NoteEnd(&n.path, 1, d, outcome, n.key));
         }
         each_hook(self.inner, "on_note_end", |h| {
-            h.on_note_end(&cx, &n.path, attempt, d, outcome, score)
+            h.on_note_end(&cx, &n.path, 1, d, outcome, score)
         });
     }
 
@@ -716,7 +757,7 @@ impl<'r, S> RunCtx<'r, S> {
             parent_run_id: self.info.parent_run_id.map(RunId::get),
             cadence: self.info.cadence,
             seq: next_seq(self.tree.seq()),
-            at: OnceCell::new(),
+            at: std::cell::Cell::new(None),
             tree: Some(self.tree),
             now,
             key,
@@ -1449,10 +1490,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         // twin): no note future nested in this one, and one context for the whole sequence,
         // pointed at each note in turn.
         let mut cx = self.lean_context(first);
-        let no_span = LiveSpan::none();
         for n in notes {
             let flow = if n.fast && self.observe() {
-                flow_of(n, observed_note!(self, n, score, cx, &no_span, true)?)
+                flow_of(n, observed_note!(self, n, score, cx, &NoSpan, true)?)
             } else if n.fast {
                 // As `lean_note!`, with the error returned from here: the common case then
                 // moves no `Result` through the loop.
@@ -1705,8 +1745,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
         let r = self.attempt(n, &mut *guard.score, 1, false).await;
         guard.armed = false;
         if self.observe() {
-            let (d, now) = self.tree.lap(t0);
-            self.emit_note_end(n, 1, d, &note_outcome(&r), &*guard.score, now);
+            self.note_ended(n, t0, &note_outcome(&r), &*guard.score);
         }
         r
     }

@@ -39,7 +39,7 @@
 //! # });
 //! ```
 
-use std::cell::OnceCell;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -60,7 +60,9 @@ pub struct HookContext<'a> {
     pub(crate) parent_run_id: Option<&'a str>,
     pub(crate) cadence: &'a str,
     pub(crate) seq: u64,
-    pub(crate) at: OnceCell<SystemTime>,
+    /// [`at`](Self::at) once worked out (a `Cell`: a context is `!Sync` anyway, and a
+    /// `OnceCell` costs an out-of-line initialisation per occurrence).
+    pub(crate) at: Cell<Option<SystemTime>>,
     /// The run tree (for its wall-clock anchor), when the engine made this context.
     pub(crate) tree: Option<&'a RunTree>,
     /// The engine's reading of tokio's clock at the occurrence, when it made one.
@@ -81,7 +83,7 @@ impl<'a> HookContext<'a> {
             parent_run_id: None,
             cadence,
             seq,
-            at: OnceCell::new(),
+            at: Cell::new(None),
             tree: None,
             now: None,
             key: 0,
@@ -180,11 +182,17 @@ impl<'a> HookContext<'a> {
     /// let cx = HookContext::new("r1", "checkout", 0);
     /// assert_eq!(cx.at(), cx.at());
     /// ```
+    #[inline]
     pub fn at(&self) -> SystemTime {
-        *self.at.get_or_init(|| match self.tree {
+        if let Some(at) = self.at.get() {
+            return at;
+        }
+        let at = match self.tree {
             Some(tree) => tree.wall_time(self.now),
             None => wall_now(),
-        })
+        };
+        self.at.set(Some(at));
+        at
     }
 }
 

@@ -759,18 +759,37 @@ impl EventEmitter {
         };
         build(&mut with, &mut event.kind);
         *lent = with.lent;
-        // The root run's id is recognised by its run tree's serial; other ids by their text.
+        self.deliver_reused(event, run_serial, tables, cx, k);
+        if event.kind.score().is_some() {
+            // Keep no score past its occurrence.
+            event.kind = BLANK_KIND;
+        }
+    }
+
+    /// Dates and numbers this thread's reused `event` (whose kind is set) for the occurrence of
+    /// `cx`, and delivers it.
+    #[inline(always)]
+    fn deliver_reused(
+        &self,
+        event: &mut Event,
+        run_serial: &mut u64,
+        tables: &mut TableCache,
+        cx: &HookContext<'_>,
+        k: usize,
+    ) {
+        // A root run is recognised by its run tree's serial: its id, cadence and (absent)
+        // parent are those of the previous event when the serial is; other runs by their text.
         let serial = cx.run_serial();
         if serial == 0 || *run_serial != serial {
             set_str(&mut event.run_id, cx.run_id());
             *run_serial = serial;
+            match (cx.parent_run_id(), &mut event.parent_run_id) {
+                (None, parent) => *parent = None,
+                (Some(p), Some(parent)) if same_text(parent, p) => {}
+                (Some(p), parent) => *parent = Some(p.into()),
+            }
+            set_str(&mut event.cadence, cx.cadence());
         }
-        match (cx.parent_run_id(), &mut event.parent_run_id) {
-            (None, parent) => *parent = None,
-            (Some(p), Some(parent)) if same_text(parent, p) => {}
-            (Some(p), parent) => *parent = Some(p.into()),
-        }
-        set_str(&mut event.cadence, cx.cadence());
         event.seq = cx.seq();
         event.at = cx.at();
         let interest = self.inner.shared.interest.load(Ordering::Acquire);
@@ -782,41 +801,110 @@ impl EventEmitter {
         if interest & queue_bit(k) != 0 {
             self.enqueue(event.clone());
         }
-        if event.kind.score().is_some() {
-            // Keep no score past its occurrence.
-            event.kind = BLANK_KIND;
+    }
+
+    /// `note.completed`, the most frequent occurrence, through this thread's reused event
+    /// without the general builder: most often the previous event was a `note.completed` too,
+    /// and is updated in place.
+    #[inline(never)]
+    fn note_completed(
+        &self,
+        cx: &HookContext<'_>,
+        path: &str,
+        attempt: u32,
+        duration: Duration,
+        stopped: bool,
+    ) {
+        const K: usize = kind::NOTE_COMPLETED;
+        let delivered = LOCAL
+            .try_with(|local| {
+                let Ok(mut local) = local.try_borrow_mut() else {
+                    return false;
+                };
+                let Local {
+                    event,
+                    run_serial,
+                    tables,
+                    strings,
+                    lent,
+                } = &mut *local;
+                let event = event.get_or_insert_with(Local::blank_event);
+                let mut with = Strings {
+                    cache: Some(strings),
+                    key: cx.key,
+                    lent: *lent,
+                };
+                match &mut event.kind {
+                    EventKind::NoteCompleted {
+                        path: p,
+                        attempt: a,
+                        duration: d,
+                        stopped: s,
+                    } => {
+                        with.renew_note_path(p, path);
+                        (*a, *d, *s) = (attempt, duration, stopped);
+                    }
+                    kind => with.set(kind, |strings: &mut Strings<'_>| EventKind::NoteCompleted {
+                        path: strings.note_path(path),
+                        attempt,
+                        duration,
+                        stopped,
+                    }),
+                }
+                *lent = with.lent;
+                self.deliver_reused(event, run_serial, tables, cx, K);
+                true
+            })
+            .unwrap_or(false);
+        if !delivered {
+            // A listener's own event, or a thread being torn down.
+            self.occur_slow(cx, K, |strings: &mut Strings<'_>, kind: &mut EventKind| {
+                strings.set(kind, |strings: &mut Strings<'_>| EventKind::NoteCompleted {
+                    path: strings.note_path(path),
+                    attempt,
+                    duration,
+                    stopped,
+                })
+            });
         }
     }
 
     /// The current sync listeners, from this thread's cache when it has them.
+    #[inline(always)]
     fn sync_table<'l>(&self, cache: &'l mut TableCache) -> &'l SyncTable {
-        let shared = &self.inner.shared;
-        let id = shared.table_id.load(Ordering::Acquire);
+        let id = self.inner.shared.table_id.load(Ordering::Acquire);
         let i = match cache.slots.iter().position(|s| s.table == id) {
             Some(i) => i,
+            None => self.cache_table(cache),
+        };
+        &cache.slots[i].sync
+    }
+
+    /// Puts the emitter's current sync listeners in a slot of this thread's cache; returns the
+    /// slot.
+    #[cold]
+    #[inline(never)]
+    fn cache_table(&self, cache: &mut TableCache) -> usize {
+        let shared = &self.inner.shared;
+        let table = shared.table();
+        // This emitter's previous table, if the thread has it (so a removed listener is let
+        // go now); else the next slot in turn. The address only picks the slot to replace: a
+        // hit is decided by the table id alone.
+        let emitter = Arc::as_ptr(shared).addr();
+        let i = match cache.slots.iter().position(|s| s.emitter == emitter) {
+            Some(i) => i,
             None => {
-                let table = shared.table();
-                // This emitter's previous table, if the thread has it (so a removed listener
-                // is let go now); else the next slot in turn. The address only picks the slot
-                // to replace: a hit is decided by the table id alone.
-                let emitter = Arc::as_ptr(shared).addr();
-                let i = match cache.slots.iter().position(|s| s.emitter == emitter) {
-                    Some(i) => i,
-                    None => {
-                        let i = cache.next;
-                        cache.next = (i + 1) % TABLE_SLOTS;
-                        i
-                    }
-                };
-                cache.slots[i] = CachedTable {
-                    emitter,
-                    table: table.id,
-                    sync: table.sync.clone(),
-                };
+                let i = cache.next;
+                cache.next = (i + 1) % TABLE_SLOTS;
                 i
             }
         };
-        &cache.slots[i].sync
+        cache.slots[i] = CachedTable {
+            emitter,
+            table: table.id,
+            sync: table.sync.clone(),
+        };
+        i
     }
 
     fn deliver(&self, k: usize, event: Event) {
@@ -963,6 +1051,7 @@ fn render_score(f: &dyn Fn() -> serde_json::Value) -> Option<serde_json::Value> 
     }
 }
 
+#[inline(always)]
 fn call_sync(e: &Entry<SyncFn>, event: &Event) {
     match catch_unwind(AssertUnwindSafe(|| (e.f)(event))) {
         Ok(Ok(())) => {}
@@ -1585,31 +1674,10 @@ impl<S> Hook<S> for EventEmitter {
         let duration = truncate(duration);
         match *outcome {
             NoteOutcome::Succeeded | NoteOutcome::Stopped => {
-                let stopped = matches!(outcome, NoteOutcome::Stopped);
-                // Most often the previous event was a `note.completed` too: updated in place.
-                self.occur_in(
-                    cx,
-                    kind::NOTE_COMPLETED,
-                    |strings: &mut Strings<'_>, kind: &mut EventKind| match kind {
-                        EventKind::NoteCompleted {
-                            path: p,
-                            attempt: a,
-                            duration: d,
-                            stopped: s,
-                        } => {
-                            strings.renew_note_path(p, path);
-                            (*a, *d, *s) = (attempt, duration, stopped);
-                        }
-                        kind => strings.set(kind, |strings: &mut Strings<'_>| {
-                            EventKind::NoteCompleted {
-                                path: strings.note_path(path),
-                                attempt,
-                                duration,
-                                stopped,
-                            }
-                        }),
-                    },
-                )
+                if self.wants(kind::NOTE_COMPLETED) {
+                    let stopped = matches!(outcome, NoteOutcome::Stopped);
+                    self.note_completed(cx, path, attempt, duration, stopped);
+                }
             }
             NoteOutcome::Failed(e) => {
                 self.occur(cx, kind::NOTE_FAILED, |strings: &mut Strings<'_>| {
