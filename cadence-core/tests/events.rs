@@ -620,6 +620,14 @@ async fn evt3_seq_is_shared_by_every_hook_and_continues_into_child_runs() {
         assert_eq!(e.parent_run_id.as_deref(), Some("r1"));
         assert_eq!(&*e.cadence, "pay");
     }
+    // The root run's events, before and after the child's (on the same thread, through the
+    // emitter's reused event), carry the root's own header again.
+    let root_events: Vec<&Event> = all.iter().filter(|e| &*e.run_id == "r1").collect();
+    assert!(root_events.last().unwrap().seq > child_events.last().unwrap().seq);
+    for e in &root_events {
+        assert_eq!(e.parent_run_id, None, "{e:?}");
+        assert_eq!(&*e.cadence, "checkout", "{e:?}");
+    }
     // The child's own emitter sees the child's occurrences with the same seq values.
     let child_only = child_only.lock().unwrap().clone();
     assert_eq!(
