@@ -750,24 +750,15 @@ impl<'r, S> RunCtx<'r, S> {
 
     /// The context of an occurrence, numbered (EVT-3).
     #[inline(always)]
-    fn hook_context(&self, key: u64, now: Option<Stamp>) -> HookContext<'r> {
-        HookContext {
-            run_id: self.info.run_id.get(),
-            root_run_id: self.info.root_run_id.get(),
-            parent_run_id: self.info.parent_run_id.map(RunId::get),
-            cadence: self.info.cadence,
-            seq: next_seq(self.tree.seq()),
-            at: std::cell::Cell::new(None),
-            tree: Some(self.tree),
+    fn hook_context(&self, key: u64, now: Option<Stamp>) -> HookContext<'_> {
+        HookContext::of_run(
+            &self.info,
+            self.flags,
+            next_seq(self.tree.seq()),
+            self.tree,
             now,
             key,
-            resumed: self
-                .flags
-                .is_some_and(|f| f.resumed.load(Ordering::Relaxed)),
-            replayed: self
-                .flags
-                .is_some_and(|f| f.replayed.load(Ordering::Relaxed)),
-        }
+        )
     }
 
     /// The full path of `path` in this run (GEN-2).

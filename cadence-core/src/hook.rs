@@ -45,8 +45,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::checkpoint::session::RunFlags;
 use crate::clock::{RunTree, Stamp, wall_now};
 use crate::error::{CadenceError, panic_message};
+use crate::options::{RunId, RunInfo};
 use crate::policy::circuit_breaker::CircuitState;
 
 /// Who and when an occurrence is: passed to every hook method (HOOK-1).
@@ -55,10 +57,7 @@ use crate::policy::circuit_breaker::CircuitState;
 /// that occurrence sees the same value.
 #[derive(Debug)]
 pub struct HookContext<'a> {
-    pub(crate) run_id: &'a str,
-    pub(crate) root_run_id: &'a str,
-    pub(crate) parent_run_id: Option<&'a str>,
-    pub(crate) cadence: &'a str,
+    ids: Ids<'a>,
     pub(crate) seq: u64,
     /// [`at`](Self::at) once worked out (a `Cell`: a context is `!Sync` anyway, and a
     /// `OnceCell` costs an out-of-line initialisation per occurrence).
@@ -70,70 +69,158 @@ pub struct HookContext<'a> {
     /// A key unique to the note of a note occurrence for the life of the process (0 if none):
     /// lets the event emitter find its copy of the path without comparing text.
     pub(crate) key: u64,
-    pub(crate) resumed: bool,
-    pub(crate) replayed: bool,
+}
+
+/// Who the run of an occurrence is: the engine's own record of the run, read when a hook asks
+/// (an occurrence costs two words, not eight, and most hooks read only some of them), or
+/// given as text.
+#[derive(Debug, Clone, Copy)]
+enum Ids<'a> {
+    Run {
+        info: &'a RunInfo<'a>,
+        flags: Option<&'a RunFlags>,
+    },
+    Given {
+        run_id: &'a str,
+        root_run_id: &'a str,
+        parent_run_id: Option<&'a str>,
+        cadence: &'a str,
+        resumed: bool,
+        replayed: bool,
+    },
+}
+
+impl<'a> Ids<'a> {
+    /// As text (for the builder methods of a context made by the engine).
+    fn given(self) -> Ids<'a> {
+        match self {
+            Ids::Run { info, flags } => Ids::Given {
+                run_id: info.run_id.get(),
+                root_run_id: info.root_run_id.get(),
+                parent_run_id: info.parent_run_id.map(RunId::get),
+                cadence: info.cadence,
+                resumed: flags.is_some_and(|f| f.resumed.load(Ordering::Relaxed)),
+                replayed: flags.is_some_and(|f| f.replayed.load(Ordering::Relaxed)),
+            },
+            given => given,
+        }
+    }
 }
 
 impl<'a> HookContext<'a> {
     /// A context for tests and for adapters that replay occurrences.
     pub fn new(run_id: &'a str, cadence: &'a str, seq: u64) -> Self {
         HookContext {
-            run_id,
-            root_run_id: run_id,
-            parent_run_id: None,
-            cadence,
+            ids: Ids::Given {
+                run_id,
+                root_run_id: run_id,
+                parent_run_id: None,
+                cadence,
+                resumed: false,
+                replayed: false,
+            },
             seq,
             at: Cell::new(None),
             tree: None,
             now: None,
             key: 0,
-            resumed: false,
-            replayed: false,
+        }
+    }
+
+    /// The context of an occurrence of the engine's run `info`, numbered `seq`.
+    #[inline(always)]
+    pub(crate) fn of_run(
+        info: &'a RunInfo<'a>,
+        flags: Option<&'a RunFlags>,
+        seq: u64,
+        tree: &'a RunTree,
+        now: Option<Stamp>,
+        key: u64,
+    ) -> Self {
+        HookContext {
+            ids: Ids::Run { info, flags },
+            seq,
+            at: Cell::new(None),
+            tree: Some(tree),
+            now,
+            key,
         }
     }
 
     /// With the resumed/replayed flags of the run (for adapters replaying occurrences).
     pub fn with_flags(mut self, resumed: bool, replayed: bool) -> Self {
-        self.resumed = resumed;
-        self.replayed = replayed;
+        if let Ids::Given {
+            resumed: r,
+            replayed: p,
+            ..
+        } = &mut self.ids
+        {
+            (*r, *p) = (resumed, replayed);
+        }
         self
     }
 
     /// Whether this run resumed from a checkpoint (CKP-5; `cadence.started {resumed}`).
     pub fn resumed(&self) -> bool {
-        self.resumed
+        match self.ids {
+            Ids::Run { flags, .. } => flags.is_some_and(|f| f.resumed.load(Ordering::Relaxed)),
+            Ids::Given { resumed, .. } => resumed,
+        }
     }
 
     /// Whether this run returned a retained outcome without running (CKP-7).
     pub fn replayed(&self) -> bool {
-        self.replayed
+        match self.ids {
+            Ids::Run { flags, .. } => flags.is_some_and(|f| f.replayed.load(Ordering::Relaxed)),
+            Ids::Given { replayed, .. } => replayed,
+        }
     }
 
     /// With a parent (for child runs): the root run id and the parent run id.
     pub fn with_parent(mut self, root_run_id: &'a str, parent_run_id: &'a str) -> Self {
-        self.root_run_id = root_run_id;
-        self.parent_run_id = Some(parent_run_id);
+        self.ids = self.ids.given();
+        if let Ids::Given {
+            root_run_id: root,
+            parent_run_id: parent,
+            ..
+        } = &mut self.ids
+        {
+            *root = root_run_id;
+            *parent = Some(parent_run_id);
+        }
         self
     }
 
     /// The id of the run this occurrence belongs to (`<parent>/<measure>` for child runs).
     pub fn run_id(&self) -> &'a str {
-        self.run_id
+        match self.ids {
+            Ids::Run { info, .. } => info.run_id.get(),
+            Ids::Given { run_id, .. } => run_id,
+        }
     }
 
     /// The id of the outermost run of this run tree.
     pub fn root_run_id(&self) -> &'a str {
-        self.root_run_id
+        match self.ids {
+            Ids::Run { info, .. } => info.root_run_id.get(),
+            Ids::Given { root_run_id, .. } => root_run_id,
+        }
     }
 
     /// The parent run's id, for child runs.
     pub fn parent_run_id(&self) -> Option<&'a str> {
-        self.parent_run_id
+        match self.ids {
+            Ids::Run { info, .. } => info.parent_run_id.map(RunId::get),
+            Ids::Given { parent_run_id, .. } => parent_run_id,
+        }
     }
 
     /// The name of the cadence the occurrence happened in (the child's name for child runs).
     pub fn cadence(&self) -> &'a str {
-        self.cadence
+        match self.ids {
+            Ids::Run { info, .. } => info.cadence,
+            Ids::Given { cadence, .. } => cadence,
+        }
     }
 
     /// The occurrence's sequence number within the run tree (EVT-3).
@@ -145,8 +232,15 @@ impl<'a> HookContext<'a> {
     /// without comparing text), else 0.
     #[inline]
     pub(crate) fn run_serial(&self) -> u64 {
-        match (self.tree, self.parent_run_id) {
-            (Some(tree), None) => tree.serial(),
+        match (self.tree, self.ids) {
+            (Some(tree), Ids::Run { info, .. }) if info.parent_run_id.is_none() => tree.serial(),
+            (
+                Some(tree),
+                Ids::Given {
+                    parent_run_id: None,
+                    ..
+                },
+            ) => tree.serial(),
             _ => 0,
         }
     }
