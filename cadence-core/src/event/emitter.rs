@@ -12,9 +12,11 @@
 //! share:
 //!
 //! - the event handed to sync listeners is reused from one occurrence to the next: its run id,
-//!   parent run id and cadence (`Arc<str>`s) are replaced only when they change (compared by
-//!   content), its kind is replaced by the next occurrence's, or updated in place when both are
-//!   `note.completed`;
+//!   parent run id and cadence (`Arc<str>`s) are left as they are while the occurrences are of
+//!   one root run (recognised by its run tree's serial), and otherwise replaced only when they
+//!   change (compared by content); its kind is replaced by the next occurrence's, or updated in
+//!   place when both are `note.completed` (which has a path of its own, without the general
+//!   event builder);
 //! - note and measure paths become `Arc<str>`s through a map keyed by the path's address and
 //!   length (the engine's paths stay at one address for a cadence's lifetime), confirmed by
 //!   comparing the text, so a reused address is never taken for another path; a note's path
