@@ -39,10 +39,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Once, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use once_cell::race::OnceBox;
 use tokio::time::Instant;
+
+use crate::event::Timestamp;
 
 /// What a run tree shares across its runs: the occurrence counter (EVT-3), a serial, the
 /// clock its durations are measured on and the wall-clock anchor of its occurrence times.
@@ -131,18 +133,22 @@ impl RunTree {
         }
     }
 
-    /// The wall-clock time of reading `at` (or of the present), to the microsecond. The first
-    /// call anchors the run tree: readings from before the anchor date at the anchor.
+    /// The wall-clock time of reading `at` (or of the present), in microseconds since the Unix
+    /// epoch. The first call anchors the run tree: readings from before the anchor date at the
+    /// anchor.
     #[inline]
-    pub(crate) fn wall_time(&self, at: Option<Stamp>) -> SystemTime {
+    pub(crate) fn wall_micros(&self, at: Option<Stamp>) -> i64 {
         let tree = self.tree();
         let at = at.unwrap_or_else(|| tree.now());
         let anchor = tree.anchor.get_or_init(|| WallAnchor {
             stamp: at,
-            wall: wall_now(),
+            wall: Timestamp::now().as_unix_micros(),
         });
-        // Whole microseconds since the anchor (itself truncated to the microsecond).
-        anchor.wall + Duration::from_micros(tree.nanos_between(anchor.stamp, at) / 1_000)
+        // Whole microseconds since the anchor (itself whole).
+        let since = tree.nanos_between(anchor.stamp, at) / 1_000;
+        anchor
+            .wall
+            .saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
     }
 }
 
@@ -171,8 +177,8 @@ impl Tree {
 #[derive(Debug)]
 struct WallAnchor {
     stamp: Stamp,
-    /// Truncated to the microsecond.
-    wall: SystemTime,
+    /// Microseconds since the Unix epoch.
+    wall: i64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -185,15 +191,6 @@ fn nanos(d: Duration) -> u64 {
 #[inline]
 pub(crate) fn truncate(d: Duration) -> Duration {
     Duration::new(d.as_secs(), d.subsec_micros() * 1_000)
-}
-
-/// The present on the wall clock, truncated to the microsecond.
-pub(crate) fn wall_now() -> SystemTime {
-    UNIX_EPOCH
-        + SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(truncate)
-            .unwrap_or_default()
 }
 
 /// Starts calibrating the time-stamp counter (once per process) so that it is ready by the
@@ -236,7 +233,15 @@ fn kernel_keeps_time_with_tsc() -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use super::*;
+
+    impl RunTree {
+        fn wall_time(&self, at: Option<Stamp>) -> SystemTime {
+            Timestamp::from_unix_micros(self.wall_micros(at)).to_system_time()
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn on_paused_time_durations_and_times_follow_tokio() {

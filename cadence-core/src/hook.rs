@@ -46,8 +46,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::checkpoint::session::RunFlags;
-use crate::clock::{RunTree, Stamp, wall_now};
+use crate::clock::{RunTree, Stamp};
 use crate::error::{CadenceError, panic_message};
+use crate::event::Timestamp;
 use crate::options::{RunId, RunInfo};
 use crate::policy::circuit_breaker::CircuitState;
 
@@ -59,9 +60,9 @@ use crate::policy::circuit_breaker::CircuitState;
 pub struct HookContext<'a> {
     ids: Ids<'a>,
     pub(crate) seq: u64,
-    /// [`at`](Self::at) once worked out (a `Cell`: a context is `!Sync` anyway, and a
-    /// `OnceCell` costs an out-of-line initialisation per occurrence).
-    pub(crate) at: Cell<Option<SystemTime>>,
+    /// [`timestamp`](Self::timestamp) once worked out (a `Cell`: a context is `!Sync` anyway,
+    /// and a `OnceCell` costs an out-of-line initialisation per occurrence).
+    pub(crate) at: Cell<Option<Timestamp>>,
     /// The run tree (for its wall-clock anchor), when the engine made this context.
     pub(crate) tree: Option<&'a RunTree>,
     /// The engine's reading of tokio's clock at the occurrence, when it made one.
@@ -278,12 +279,25 @@ impl<'a> HookContext<'a> {
     /// ```
     #[inline]
     pub fn at(&self) -> SystemTime {
+        self.timestamp().to_system_time()
+    }
+
+    /// [`at`](Self::at) as a [`Timestamp`] (what events carry: one addition to the run's
+    /// anchor, no `SystemTime` arithmetic).
+    ///
+    /// ```
+    /// # use cadence_core::HookContext;
+    /// let cx = HookContext::new("r1", "checkout", 0);
+    /// assert_eq!(cx.timestamp().to_system_time(), cx.at());
+    /// ```
+    #[inline]
+    pub fn timestamp(&self) -> Timestamp {
         if let Some(at) = self.at.get() {
             return at;
         }
         let at = match self.tree {
-            Some(tree) => tree.wall_time(self.now),
-            None => wall_now(),
+            Some(tree) => Timestamp::from_unix_micros(tree.wall_micros(self.now)),
+            None => Timestamp::now(),
         };
         self.at.set(Some(at));
         at

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use cadence_core::circuit_breaker::CircuitState;
 use cadence_core::event::{
     ChannelSink, Event, EventEmitter, EventError, EventKind, JsonLinesSink, LoggingHooks,
-    MeasureStatus, Sink, TimingHooks, UnknownKind, parse_timestamp, read_events,
+    MeasureStatus, Sink, Timestamp, TimingHooks, UnknownKind, parse_timestamp, read_events,
 };
 use cadence_core::{
     BoxError, Cadence, CadenceError, CancellationToken, Control, Hook, HookContext, MeasureKind,
@@ -211,9 +211,10 @@ async fn evt1_a_real_run_round_trips_losslessly_with_utc_timestamps_and_seconds(
         let at = to_json(e)["at"].as_str().unwrap().to_owned();
         assert_eq!(at.len(), "2026-05-01T12:00:00.000123Z".len(), "{at}");
         assert!(at.ends_with('Z') && at.as_bytes()[19] == b'.', "{at}");
-        assert_eq!(parse_timestamp(&at).unwrap(), e.at);
+        assert_eq!(parse_timestamp(&at).unwrap(), e.at.to_system_time());
+        assert_eq!(at.parse::<Timestamp>().unwrap(), e.at);
         // The run began on the wall clock; on paused time, `at` advances with tokio's clock.
-        let off = match SystemTime::now().duration_since(e.at) {
+        let off = match SystemTime::now().duration_since(e.at.into()) {
             Ok(d) => d,
             Err(ahead) => ahead.duration(),
         };

@@ -42,14 +42,14 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::sink::{BoxFuture, Sink};
-use super::{Event, EventError, EventKind, MeasureStatus, SLOTS, UNKNOWN, kind};
-use crate::clock::{truncate, wall_now};
+use super::{Event, EventError, EventKind, MeasureStatus, SLOTS, Timestamp, UNKNOWN, kind};
+use crate::clock::truncate;
 use crate::error::{BoxError, CadenceError, panic_message};
 use crate::hook::{
     Hook, HookContext, HookMethod, Interest, MeasureKind, MeasureOutcome, NoteOutcome, RunOutcome,
@@ -731,7 +731,7 @@ impl EventEmitter {
                 parent_run_id: cx.parent_run_id().map(Into::into),
                 cadence: cx.cadence().into(),
                 seq: cx.seq(),
-                at: cx.at(),
+                at: cx.timestamp(),
                 kind,
             };
             self.deliver(k, event);
@@ -793,7 +793,7 @@ impl EventEmitter {
             set_str(&mut event.cadence, cx.cadence());
         }
         event.seq = cx.seq();
-        event.at = cx.at();
+        event.at = cx.timestamp();
         let interest = self.inner.shared.interest.load(Ordering::Acquire);
         if interest & sync_bit(k) != 0 {
             for e in self.sync_table(tables)[k].iter() {
@@ -952,7 +952,7 @@ impl EventEmitter {
             parent_run_id: None,
             cadence: "".into(),
             seq: self.inner.shared.reports.fetch_add(1, Ordering::Relaxed),
-            at: wall_now(),
+            at: Timestamp::now(),
             kind: EventKind::EventsDropped { count },
         }
     }
@@ -1160,7 +1160,7 @@ impl Local {
             parent_run_id: None,
             cadence: "".into(),
             seq: 0,
-            at: SystemTime::UNIX_EPOCH,
+            at: Timestamp::UNIX_EPOCH,
             kind: BLANK_KIND,
         }
     }

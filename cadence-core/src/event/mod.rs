@@ -43,15 +43,15 @@
 mod emitter;
 mod logging;
 mod sink;
+mod timestamp;
 mod timing;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::clock::{truncate, wall_now};
 use crate::error::CadenceError;
 use crate::hook::{MeasureKind, SkipReason};
 use crate::policy::circuit_breaker::CircuitState;
@@ -62,6 +62,7 @@ pub use emitter::{
 };
 pub use logging::LoggingHooks;
 pub use sink::{BoxFuture, ChannelSink, JsonLinesSink, Sink, read_events};
+pub use timestamp::Timestamp;
 pub use timing::{NoteTimings, RunTimings, TimingHooks};
 
 /// One occurrence of a run, as every consumer sees it (EVT-1).
@@ -105,8 +106,7 @@ pub struct Event {
     /// The occurrence's number in its run tree, from 0 (EVT-3).
     pub seq: u64,
     /// Wall-clock time of the occurrence, UTC, to the microsecond (RFC 3339 with `Z`).
-    #[serde(with = "timestamp")]
-    pub at: SystemTime,
+    pub at: Timestamp,
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
@@ -125,7 +125,7 @@ impl Event {
             parent_run_id: None,
             cadence: cadence.into(),
             seq,
-            at: wall_now(),
+            at: Timestamp::now(),
             kind,
         }
     }
@@ -137,10 +137,10 @@ impl Event {
         self
     }
 
-    /// With this timestamp (truncated to the microsecond).
+    /// With this timestamp (a `SystemTime` is truncated to the microsecond).
     #[must_use]
-    pub fn with_at(mut self, at: SystemTime) -> Self {
-        self.at = micros(at);
+    pub fn with_at(mut self, at: impl Into<Timestamp>) -> Self {
+        self.at = at.into();
         self
     }
 
@@ -674,14 +674,6 @@ impl MeasureStatus {
     }
 }
 
-/// `t` truncated to the microsecond (the precision of the serialized form).
-fn micros(t: SystemTime) -> SystemTime {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => UNIX_EPOCH + truncate(d),
-        Err(_) => t,
-    }
-}
-
 /// Formats a timestamp as events do: RFC 3339, UTC, microseconds, `Z`.
 ///
 /// ```
@@ -702,24 +694,6 @@ pub fn parse_timestamp(s: &str) -> Result<SystemTime, humantime::TimestampError>
 /// every score a redaction function returns survives a round trip.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
     serde_json::Value::deserialize(d).map(Some)
-}
-
-/// `at` as RFC 3339 UTC with microseconds.
-mod timestamp {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_micros(*t))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_rfc3339(&s)
-            .map(super::micros)
-            .map_err(|e| serde::de::Error::custom(format_args!("invalid timestamp {s:?}: {e}")))
-    }
 }
 
 /// Durations as seconds (`f64`), read back to the nearest microsecond.
