@@ -21,6 +21,7 @@
 //! [`ConnectionManager`](redis::aio::ConnectionManager) talks to (every key is passed in
 //! `KEYS`, as scripts must).
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
@@ -39,155 +40,171 @@ pub(crate) const LANES: usize = 2;
 /// The group-commit script. `ARGV[1]` holds the batch's op codes, one byte per operation,
 /// `ARGV[2]` the store's record TTL, `ARGV[3]` its index TTL (milliseconds) and `ARGV[4]` the
 /// batch's time (milliseconds since the Unix epoch: the score of its index updates); then
-/// come the operations' own arguments, and `KEYS` holds their keys, both in the order of the
-/// codes. Per op (keys; arguments → reply):
+/// come the operations' own arguments, in the order of the codes. `KEYS` holds first the key
+/// each operation reads first, one per operation in the order of the codes (a fenced
+/// operation's lease, an acquisition's record), then the operations' other keys, again in the
+/// order of the codes. Per op (key read first; other keys; arguments → status):
 ///
-/// - `S` fenced save keeping the record's TTL (lease, record; token, JSON → 1, or 0 when the
-///   token is stale): `SET XX KEEPTTL`, or, if the record is gone, `SET PX` with the record
-///   TTL, so no record is ever left without one
-/// - `T` fenced save setting the TTL (lease, record; token, JSON, TTL → 1 or 0)
-/// - `I` fenced save with the record TTL and an index update (lease, record, index; token,
-///   JSON, run id → 1 or 0); the index is updated only when the record was written
+/// - `S` fenced save keeping the record's TTL (lease; record; token, JSON → `1`, or `0` when
+///   the token is stale): `SET XX KEEPTTL`, or, if the record is gone, `SET PX` with the
+///   record TTL, so no record is ever left without one
+/// - `T` fenced save setting the TTL (lease; record; token, JSON, TTL → `1` or `0`)
+/// - `I` fenced save with the record TTL and an index update (lease; record, index; token,
+///   JSON, run id → `1` or `0`); the index is updated only when the record was written
 /// - `J` as `I` with its own TTL (token, JSON, TTL, run id)
 /// - `E` fenced last save, releasing the lease (as `J`, and the lease is deleted)
-/// - `C` fenced clear, releasing the lease (lease, record, index; token, run id → 1 or 0):
-///   the record and lease are deleted and the run leaves the index
-/// - `K` fenced release (lease; token → 1 or 0)
-/// - `A` lease acquisition with load (lease, fence, record; lease TTL, fence TTL →
-///   `{token, record or nil}`, or `{-1}` when the lease is held): the lease is set only if
-///   absent (`SET NX`), with a token one higher than any before: a new fence starts at 1
-///   (`SET NX PX`, one call), an existing one is incremented (a refused acquisition then uses
-///   up a token number: tokens still only grow)
+/// - `C` fenced clear, releasing the lease (lease; record, index; token, run id → `1` or
+///   `0`): the record and lease are deleted and the run leaves the index
+/// - `K` fenced release (lease; none; token → `1` or `0`)
+/// - `A` lease acquisition with load (record; lease, fence; lease TTL, fence TTL → `A` with
+///   two extras, the token and the record or nil, or `H` when the lease is held): the lease
+///   is set only if absent (`SET NX`), with a token one higher than any before: a new fence
+///   starts at 1 (`SET NX PX`, one call), an existing one is incremented (a refused
+///   acquisition then uses up a token number: tokens still only grow)
+///
+/// A code in lower case is the same operation on a run that an earlier operation of the same
+/// batch touched (the client marks them: one run's operations are never in one batch when the
+/// engine drives the store, but direct callers may submit them concurrently): its first read
+/// is done again when its turn comes, so each operation sees the state its predecessors left.
+///
+/// The reply is one array: the operations' statuses as one string, one byte each, then the
+/// extras of the operations that have any, in the order of the operations — an acquisition's
+/// token and record, the message of an operation that failed on its own (`!`: not an error
+/// reply, which would fail the whole batch), and last the messages of the operations whose
+/// index update failed (`i`: e.g. an index key of the wrong type; their record was written,
+/// as with a failed pipelined `ZADD`). The others are applied as usual. One string rather
+/// than a reply per operation, because each element of a reply costs both sides (Redis
+/// converts the script's table, the client parses every element).
 ///
 /// The codes travel as one argument, and the values that are the same for every operation
 /// once per batch, because the script's cost grows with its argument count (Redis makes a Lua
-/// string of each argument): a save costs the server four arguments, as a lone
-/// compare-and-set does. The script is written for the server's cost per call too: no
-/// tables or closures are made per call but the one function each operation runs in under
-/// `pcall`, and the index bookkeeping only when the batch updates an index (a call's setup
-/// cost a few microseconds otherwise, as much as a save). What the operations read first —
-/// a fenced operation's lease, an acquisition's record — is read with one `MGET` before any
-/// is applied, not one `GET` each; a key that an earlier operation of the same batch wrote
-/// (one run's operations are never in one batch when the engine drives the store, but direct
-/// callers may submit them concurrently) is read again, so each operation sees the state its
-/// predecessors left. A lease or record key that is not a string reads as absent: the
+/// string of each argument, hashing every byte): a save costs the server four arguments, as a
+/// lone compare-and-set does. The script is written for the server's cost per operation too:
+/// the first reads of all operations are one `MGET` of the first keys (no loop gathers them),
+/// the codes are read with one `string.byte` into the table that becomes the statuses (sized
+/// once), no table is made per operation (but by Redis, for the reply of a `SET`), and the
+/// index bookkeeping only when the batch updates an index. Each operation runs in one
+/// function under `pcall`. A lease or record key that is not a string reads as absent: the
 /// operation is refused as with a stale token (`LeaseLost`), or the acquisition finds no
 /// record.
 ///
 /// Index updates (`I`, `J`, `E`, `C`) are gathered per index key and applied after the
-/// operations, one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index (a
-/// run has at most one operation in a batch, so no member is both added and removed). An
-/// operation that fails replies with its own error as `{'!', message}` (not an error reply:
-/// the client would fail the whole reply for it), as do the operations whose index update
-/// failed (e.g. an index key of the wrong type: their record was written, as with a failed
-/// pipelined `ZADD`); the others are applied as usual.
+/// operations, one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index;
+/// the updates gathered so far are applied before an operation in lower case, so that a run
+/// removed from the index and added again by later operations of one batch ends indexed.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- Op codes as bytes: A 65, C 67, E 69, I 73, J 74, K 75, S 83, T 84.
+-- Op codes as bytes: A 65, C 67, E 69, I 73, J 74, K 75, S 83, T 84; in lower case (+32):
+-- read again first.
 local codes, record_ttl, index_ttl, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if #codes == 0 or string.find(codes, '[^ACEIJKST]') then
+local n = #codes
+if n == 0 or string.find(codes, '[^ACEIJKSTaceijkst]') then
   return redis.error_reply('bad batch ops: ' .. codes)
 end
--- What each operation reads first, with one MGET: a fenced operation's lease, an
--- acquisition's record. A key an earlier operation of the batch wrote is read again.
-local reads, k = {}, 1
-for i = 1, #codes do
-  local op = string.byte(codes, i)
-  if op == 65 then reads[i] = KEYS[k + 2] else reads[i] = KEYS[k] end
-  if op == 83 or op == 84 then k = k + 2 elseif op == 75 then k = k + 1 else k = k + 3 end
-end
-local read = redis.call('MGET', unpack(reads))
-local changed = {}
-local zadd, zrem, users
-local function apply(op, k, a, value)
+local call = redis.call
+-- KEYS[i] is what op i reads first.
+local read = call('MGET', unpack(KEYS, 1, n))
+-- The codes, then each op's status in its place.
+local out = {string.byte(codes, 1, n)}
+-- The reply: the statuses as a string (set last), then the extras.
+local reply = {false}
+local function apply(op, i, k, a, value)
+  if op > 96 then
+    op = op - 32
+    value = call('GET', KEYS[i])
+  end
   if op == 65 then -- A
-    changed[KEYS[k]] = true
     -- A new fence starts at 1 in one call; an existing one is incremented.
-    local t = 1
-    if not redis.call('SET', KEYS[k + 1], 1, 'NX', 'PX', ARGV[a + 1]) then
-      t = redis.call('INCR', KEYS[k + 1])
-      redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
+    local t, token = 1, '1'
+    if not call('SET', KEYS[k + 1], '1', 'NX', 'PX', ARGV[a + 1]) then
+      t = call('INCR', KEYS[k + 1])
+      token = t
+      call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
     end
-    if not redis.call('SET', KEYS[k], t, 'NX', 'PX', ARGV[a]) then return {-1} end
-    if changed[KEYS[k + 2]] then value = redis.call('GET', KEYS[k + 2]) end
-    return {t, value}
+    if not call('SET', KEYS[k], token, 'NX', 'PX', ARGV[a]) then return 72 end
+    reply[#reply + 1] = t
+    reply[#reply + 1] = value
+    return 65
   end
-  if changed[KEYS[k]] then value = redis.call('GET', KEYS[k]) end
-  if value ~= ARGV[a] then return 0 end
-  if op == 75 then -- K
-    changed[KEYS[k]] = true
-    redis.call('DEL', KEYS[k])
-    return 1
-  end
-  changed[KEYS[k + 1]] = true
+  if value ~= ARGV[a] then return 48 end
   if op == 83 then -- S
-    if not redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'XX', 'KEEPTTL') then
-      redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', record_ttl)
+    if not call('SET', KEYS[k], ARGV[a + 1], 'XX', 'KEEPTTL') then
+      call('SET', KEYS[k], ARGV[a + 1], 'PX', record_ttl)
     end
-    return 1
+  elseif op == 67 then -- C
+    call('DEL', KEYS[k], KEYS[i])
+  elseif op == 75 then -- K
+    call('DEL', KEYS[i])
+  elseif op == 73 then -- I
+    call('SET', KEYS[k], ARGV[a + 1], 'PX', record_ttl)
+  else -- T, J, E
+    call('SET', KEYS[k], ARGV[a + 1], 'PX', ARGV[a + 2])
+    if op == 69 then call('DEL', KEYS[i]) end
   end
-  if op == 67 then -- C
-    changed[KEYS[k]] = true
-    redis.call('DEL', KEYS[k + 1], KEYS[k])
-    return 1
-  end
-  if op == 73 then -- I
-    redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', record_ttl)
-    return 1
-  end
-  redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ARGV[a + 2])
-  if op == 69 then -- E
-    changed[KEYS[k]] = true
-    redis.call('DEL', KEYS[k])
-  end
-  return 1
+  return 49
 end
-local out, a = {}, 5
-k = 1
-for i = 1, #codes do
-  local op = string.byte(codes, i)
-  local ok, r = pcall(apply, op, k, a, read[i])
+local groups, failed
+-- Applies the index updates gathered so far.
+local function index()
+  for key, g in pairs(groups) do
+    local r
+    if #g[1] > 0 then r = redis.pcall('ZADD', key, unpack(g[1])) end
+    if not (type(r) == 'table' and r.err) and #g[2] > 0 then r = redis.pcall('ZREM', key, unpack(g[2])) end
+    if not (type(r) == 'table' and r.err) then r = redis.pcall('PEXPIRE', key, index_ttl) end
+    if type(r) == 'table' and r.err then
+      if failed == nil then failed = {} end
+      for _, i in ipairs(g[3]) do failed[i] = r.err end
+    end
+  end
+  groups = nil
+end
+local k, a = n + 1, 5
+for i = 1, n do
+  local op = out[i]
+  if op > 96 and groups ~= nil then index() end
+  local ok, r = pcall(apply, op, i, k, a, read[i])
+  if op > 96 then op = op - 32 end
   if not ok then
-    if type(r) == 'table' and r.err then r = {'!', r.err} else r = {'!', tostring(r)} end
-  elseif r == 1 and (op == 73 or op == 74 or op == 69 or op == 67) then -- index later
-    if users == nil then zadd, zrem, users = {}, {}, {} end
-    local key = KEYS[k + 2]
-    local l
+    if type(r) == 'table' and r.err then r = r.err else r = tostring(r) end
+    reply[#reply + 1] = r
+    r = 33
+  elseif r == 49 and (op == 73 or op == 74 or op == 69 or op == 67) then -- index later
+    if groups == nil then groups = {} end
+    local key = KEYS[k + 1]
+    local g = groups[key]
+    if g == nil then g = {{}, {}, {}}; groups[key] = g end
+    local l = g[1]
     if op == 67 then
-      l = zrem[key]
-      if l == nil then l = {}; zrem[key] = l end
+      l = g[2]
       l[#l + 1] = ARGV[a + 1]
     else
-      l = zadd[key]
-      if l == nil then l = {}; zadd[key] = l end
       l[#l + 1] = now
       if op == 73 then l[#l + 1] = ARGV[a + 2] else l[#l + 1] = ARGV[a + 3] end
     end
-    local u = users[key]
-    if u == nil then u = {}; users[key] = u end
-    u[#u + 1] = i
+    l = g[3]
+    l[#l + 1] = i
   end
   out[i] = r
-  if op == 83 then k = k + 2; a = a + 2
-  elseif op == 84 then k = k + 2; a = a + 3
-  elseif op == 73 then k = k + 3; a = a + 3
-  elseif op == 74 or op == 69 then k = k + 3; a = a + 4
-  elseif op == 67 then k = k + 3; a = a + 2
-  elseif op == 75 then k = k + 1; a = a + 1
-  else k = k + 3; a = a + 2 end -- A
+  if op == 83 then k = k + 1; a = a + 2
+  elseif op == 73 then k = k + 2; a = a + 3
+  elseif op == 67 then k = k + 2; a = a + 2
+  elseif op == 65 then k = k + 2; a = a + 2
+  elseif op == 84 then k = k + 1; a = a + 3
+  elseif op == 74 or op == 69 then k = k + 2; a = a + 4
+  else a = a + 1 end -- K
 end
-if users ~= nil then
-  for key, members in pairs(users) do
-    local r = zadd[key] and redis.pcall('ZADD', key, unpack(zadd[key]))
-    if not (type(r) == 'table' and r.err) and zrem[key] then r = redis.pcall('ZREM', key, unpack(zrem[key])) end
-    if not (type(r) == 'table' and r.err) then r = redis.pcall('PEXPIRE', key, index_ttl) end
-    if type(r) == 'table' and r.err then
-      for _, i in ipairs(members) do out[i] = {'!', r.err} end
+if groups ~= nil then index() end
+if failed ~= nil then
+  for i = 1, n do
+    if failed[i] then
+      out[i] = 105
+      reply[#reply + 1] = failed[i]
     end
   end
 end
-return out
+reply[1] = string.char(unpack(out, 1, n))
+return reply
 ",
     )
 });
@@ -294,26 +311,45 @@ impl Op {
         }
     }
 
-    /// Its keys, in the order the script reads them.
-    fn keys(&self) -> &'static [Part] {
+    /// The key it reads first (see [`BATCH`]).
+    fn first_key(&self) -> Part {
         match self {
-            Op::Save { .. } => &[Part::Lease, Part::Record],
-            Op::SaveIndexed { .. } | Op::Clear { .. } => &[Part::Lease, Part::Record, Part::Index],
-            Op::Release { .. } => &[Part::Lease],
-            Op::AcquireLoad { .. } => &[Part::Lease, Part::Fence, Part::Record],
+            Op::AcquireLoad { .. } => Part::Record,
+            _ => Part::Lease,
         }
     }
 
-    /// Appends its keys to `cmd`.
-    fn write_keys(&self, cmd: &mut redis::Cmd) {
-        for &part in self.keys() {
+    /// Its other keys, in the order the script reads them.
+    fn other_keys(&self) -> &'static [Part] {
+        match self {
+            Op::Save { .. } => &[Part::Record],
+            Op::SaveIndexed { .. } | Op::Clear { .. } => &[Part::Record, Part::Index],
+            Op::Release { .. } => &[],
+            Op::AcquireLoad { .. } => &[Part::Lease, Part::Fence],
+        }
+    }
+
+    /// How many keys it has.
+    fn key_count(&self) -> usize {
+        1 + self.other_keys().len()
+    }
+
+    /// Appends its other keys to `cmd`.
+    fn write_other_keys(&self, cmd: &mut redis::Cmd) {
+        for &part in self.other_keys() {
             self.stem().write(cmd, part);
         }
     }
 
     /// The bytes its keys take.
     fn keys_size(&self) -> usize {
-        self.keys().iter().map(|&p| self.stem().len_of(p)).sum()
+        let stem = self.stem();
+        stem.len_of(self.first_key())
+            + self
+                .other_keys()
+                .iter()
+                .map(|&p| stem.len_of(p))
+                .sum::<usize>()
     }
 
     /// The op code.
@@ -396,23 +432,69 @@ impl Op {
     }
 }
 
-/// One operation's reply: `{'!', message}` is its own error.
-fn op_reply(value: Value) -> RedisResult<Value> {
-    match value {
-        Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b.as_slice() == b"!") =>
-        {
-            let message = match items.get(1) {
-                Some(Value::BulkString(m)) => String::from_utf8_lossy(m).into_owned(),
-                other => format!("{other:?}"),
-            };
-            Err(RedisError::from((
-                ErrorKind::Extension,
-                "a batched operation failed",
-                message,
-            )))
+/// The op codes of a batch (see [`BATCH`]): in lower case for an operation on a run that an
+/// earlier operation of the batch touched.
+fn codes(batch: &[Waiting]) -> Vec<u8> {
+    let mut codes: Vec<u8> = batch.iter().map(|(op, _, _)| op.code()).collect();
+    if batch.len() > 1 {
+        let mut seen: HashSet<&str, foldhash::fast::FixedState> =
+            HashSet::with_capacity_and_hasher(batch.len(), Default::default());
+        for ((op, _, _), code) in batch.iter().zip(&mut codes) {
+            if !seen.insert(op.stem().as_str()) {
+                code.make_ascii_lowercase();
+            }
         }
-        other => Ok(other),
     }
+    codes
+}
+
+/// The error of an operation that failed on its own, with the message of its reply.
+fn op_error(message: Value) -> RedisError {
+    let message = match message {
+        Value::BulkString(m) => String::from_utf8_lossy(&m).into_owned(),
+        other => format!("{other:?}"),
+    };
+    RedisError::from((ErrorKind::Extension, "a batched operation failed", message))
+}
+
+/// The replies of a batch's `n` operations, from the batch's reply (see [`BATCH`]): `1` or `0`
+/// for a fenced operation, `[token, record]` (`[-1]` when the lease is held) for an
+/// acquisition, or the operation's own error; `None` if `reply` is not the reply to a batch
+/// of `n` operations.
+fn split_reply(reply: Value, n: usize) -> Option<Vec<RedisResult<Value>>> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let Some(Value::BulkString(status)) = items.next() else {
+        return None;
+    };
+    if status.len() != n {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for &s in &status {
+        out.push(match s {
+            b'1' => Ok(Value::Int(1)),
+            b'0' => Ok(Value::Int(0)),
+            b'H' => Ok(Value::Array(vec![Value::Int(-1)])),
+            b'A' => {
+                let token = items.next()?;
+                let record = items.next()?;
+                Ok(Value::Array(vec![token, record]))
+            }
+            b'!' => Err(op_error(items.next()?)),
+            // Its message comes after all the others.
+            b'i' => Ok(Value::Nil),
+            _ => return None,
+        });
+    }
+    for (reply, &s) in out.iter_mut().zip(&status) {
+        if s == b'i' {
+            *reply = Err(op_error(items.next()?));
+        }
+    }
+    items.next().is_none().then_some(out)
 }
 
 /// What the error of an operation that got no answer within the command timeout says.
@@ -547,22 +629,21 @@ impl Batcher {
             };
             // EVALSHA, the hash, the key count, the codes, two TTLs and the time, then the
             // operations.
-            let (mut count, mut size) = (7, 160 + batch.len());
+            let (mut count, mut size, mut keys) = (7, 160 + batch.len(), 0);
             for (op, _, _) in &batch {
                 let (args, bytes) = op.args_size();
-                count += op.keys().len() + args;
+                keys += op.key_count();
+                count += op.key_count() + args;
                 size += bytes + op.keys_size();
             }
-            let codes: Vec<u8> = batch.iter().map(|(op, _, _)| op.code()).collect();
+            let codes = codes(&batch);
             let mut cmd = redis::Cmd::with_capacity(count, size);
-            cmd.arg("EVALSHA").arg(BATCH.get_hash()).arg(
-                batch
-                    .iter()
-                    .map(|(op, _, _)| op.keys().len())
-                    .sum::<usize>(),
-            );
+            cmd.arg("EVALSHA").arg(BATCH.get_hash()).arg(keys);
             for (op, _, _) in &batch {
-                op.write_keys(&mut cmd);
+                op.stem().write(&mut cmd, op.first_key());
+            }
+            for (op, _, _) in &batch {
+                op.write_other_keys(&mut cmd);
             }
             cmd.arg(codes)
                 .arg(self.ttls.0)
@@ -585,17 +666,17 @@ impl Batcher {
                 Ok(reply) => reply,
                 Err(_) => Err(no_answer()),
             };
-            match reply {
-                Ok(Value::Array(values)) if values.len() == batch.len() => {
-                    for ((_, tx, _), value) in batch.drain(..).zip(values) {
-                        let _ = tx.send(op_reply(value));
+            match reply.map(|r| split_reply(r, batch.len())) {
+                Ok(Some(replies)) => {
+                    for ((_, tx, _), reply) in batch.drain(..).zip(replies) {
+                        let _ = tx.send(reply);
                     }
                 }
-                Ok(other) => {
+                Ok(None) => {
                     let e = RedisError::from((
                         ErrorKind::UnexpectedReturnType,
                         "unexpected reply to a batch",
-                        format!("{other:?}"),
+                        format!("not the reply to a batch of {} operations", batch.len()),
                     ));
                     for (_, tx, _) in batch.drain(..) {
                         let _ = tx.send(Err(e.clone()));

@@ -933,6 +933,125 @@ async fn within_one_batch_each_operation_sees_what_the_earlier_ones_left() {
     assert_eq!(found.expect("the record just written").completed.len(), 4);
 }
 
+// REDIS-2 within one group commit: a run removed from the index and added again by later
+// operations of the same batch stays indexed (the index updates gathered so far are applied
+// before an operation on a run the batch touched already), so `list` finds its record.
+#[tokio::test]
+async fn within_one_batch_a_run_cleared_then_saved_again_stays_indexed() {
+    let Some(store) = store("same-batch-index").await else {
+        return;
+    };
+    let cadence = "same-batch-index";
+    let (first, _) = store
+        .acquire_and_load(cadence, "r", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut r = record(cadence, "r", 1);
+    r.fence = first.token;
+    store.save(&r, Some(&first)).await.unwrap();
+    assert_eq!(store.list(Some(cadence)).await.unwrap().len(), 1);
+    // One batch: the run's clear (releasing the lease and leaving the index), its acquisition
+    // (the next token), and the first save under that token (joining the index again).
+    let next = Lease::new(cadence, "r", first.token + 1);
+    let mut again = record(cadence, "r", 2);
+    again.fence = next.token;
+    let (cleared, acquired, saved) = tokio::join!(
+        store.end_run(
+            cadence,
+            "r",
+            cadence_core::checkpoint::RunEnd::Clear,
+            Some(&first)
+        ),
+        store.acquire_and_load(cadence, "r", Duration::from_secs(30)),
+        store.save(&again, Some(&next)),
+    );
+    cleared.unwrap();
+    let (lease, found) = acquired.unwrap();
+    assert_eq!(lease.token, next.token);
+    assert!(found.is_none(), "the clear came first");
+    saved.unwrap();
+    let listed = store.list(Some(cadence)).await.unwrap();
+    assert_eq!(listed.len(), 1, "the saved record is indexed");
+    assert_eq!(listed[0].completed, 2);
+    store
+        .end_run(
+            cadence,
+            "r",
+            cadence_core::checkpoint::RunEnd::Clear,
+            Some(&lease),
+        )
+        .await
+        .unwrap();
+}
+
+// REDIS-3 within one group commit: when a batch's index update fails (the index key holds
+// the wrong type), the operations it carried fail on their own — their records were written,
+// as with a failed pipelined `ZADD` — and the batch's other operations are answered as usual.
+#[tokio::test]
+async fn a_failed_index_update_fails_only_the_operations_it_carried() {
+    let Some(store) = store("broken-index").await else {
+        return;
+    };
+    let cadence = "broken-index";
+    let mut leases = Vec::new();
+    for run in ["r1", "r2"] {
+        let (lease, _) = store
+            .acquire_and_load(cadence, run, Duration::from_secs(30))
+            .await
+            .unwrap();
+        leases.push(lease);
+    }
+    let index = store.index_key(cadence);
+    let mut conn = store.redis().connection();
+    let () = redis::cmd("SET")
+        .arg(&index)
+        .arg("not a sorted set")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let records: Vec<Record> = leases
+        .iter()
+        .map(|l| {
+            let mut r = record(cadence, &l.run_id, 1);
+            r.fence = l.token;
+            r
+        })
+        .collect();
+    // One batch: two first saves (each with an index update) and an acquisition.
+    let (one, two, acquired) = tokio::join!(
+        store.save(&records[0], Some(&leases[0])),
+        store.save(&records[1], Some(&leases[1])),
+        store.acquire_and_load(cadence, "r3", Duration::from_secs(30)),
+    );
+    for (result, run) in [(one, "r1"), (two, "r2")] {
+        let e = result.unwrap_err();
+        assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+        assert!(
+            store.get_raw(cadence, run).await.unwrap().is_some(),
+            "{run}"
+        );
+    }
+    let (lease, found) = acquired.unwrap();
+    assert!(lease.token > 0);
+    assert!(found.is_none());
+    let () = redis::cmd("DEL")
+        .arg(&index)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for lease in leases.iter().chain([&lease]) {
+        store
+            .end_run(
+                cadence,
+                &lease.run_id,
+                cadence_core::checkpoint::RunEnd::Clear,
+                Some(lease),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 async fn group_commit(cadence: &str) {
     let Some(old) = store(cadence).await else {
         return;
