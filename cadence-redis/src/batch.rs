@@ -2,8 +2,8 @@
 //! `EVALSHA` of one Lua script (REDIS-3).
 //!
 //! Each operation is still fenced by its own run's lease and token, still atomic (a Lua script
-//! runs atomically, and each operation of it runs under its own `pcall`), and its caller still
-//! gets its own result — a stale token gets `0` ("lease lost") for its own operation and
+//! runs atomically, and each command of an operation runs under `redis.pcall`: an operation
+//! whose command fails stops there and fails alone), and its caller still gets its own result — a stale token gets `0` ("lease lost") for its own operation and
 //! nothing else is affected. What the batch saves is the per-call cost of a script on the
 //! server (lookup, argument tables, reply) and the per-command cost on the client, which for
 //! small checkpoints is most of the cost of a save.
@@ -83,8 +83,9 @@ pub(crate) const LANES: usize = 2;
 /// the first reads of all operations are one `MGET` of the first keys (no loop gathers them),
 /// the codes are read with one `string.byte` into the table that becomes the statuses (sized
 /// once), no table is made per operation (but by Redis, for the reply of a `SET`), and the
-/// index bookkeeping only when the batch updates an index. Each operation runs in one
-/// function under `pcall`. A lease or record key that is not a string reads as absent: the
+/// index bookkeeping only when the batch updates an index. The operations run inline, one
+/// after the other (no function call per operation), each command under `redis.pcall`: an
+/// operation whose command fails stops there with that error (`!`). A lease or record key that is not a string reads as absent: the
 /// operation is refused as with a stale token (`LeaseLost`), or the acquisition finds no
 /// record.
 ///
@@ -99,59 +100,24 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
 -- read again first.
 local codes, record_ttl, index_ttl, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local n = #codes
-if n == 0 or string.find(codes, '[^ACEIJKSTaceijkst]') then
+if n == 0 or string.find(codes, '[^SAICsaicEJKTejkt]') then
   return redis.error_reply('bad batch ops: ' .. codes)
 end
-local call = redis.call
+local KEYS, ARGV, call, type = KEYS, ARGV, redis.pcall, type
 -- KEYS[i] is what op i reads first.
-local read = call('MGET', unpack(KEYS, 1, n))
+local read = redis.call('MGET', unpack(KEYS, 1, n))
 -- The codes, then each op's status in its place.
 local out = {string.byte(codes, 1, n)}
 -- The reply: the statuses as a string (set last), then the extras.
 local reply = {false}
-local function apply(op, i, k, a, value)
-  if op > 96 then
-    op = op - 32
-    value = call('GET', KEYS[i])
-  end
-  if op == 65 then -- A
-    -- A new fence starts at 1 in one call; an existing one is incremented.
-    local t, token = 1, '1'
-    if not call('SET', KEYS[k + 1], '1', 'NX', 'PX', ARGV[a + 1]) then
-      t = call('INCR', KEYS[k + 1])
-      token = t
-      call('PEXPIRE', KEYS[k + 1], ARGV[a + 1])
-    end
-    if not call('SET', KEYS[k], token, 'NX', 'PX', ARGV[a]) then return 72 end
-    reply[#reply + 1] = t
-    reply[#reply + 1] = value
-    return 65
-  end
-  if value ~= ARGV[a] then return 48 end
-  if op == 83 then -- S
-    if not call('SET', KEYS[k], ARGV[a + 1], 'XX', 'KEEPTTL') then
-      call('SET', KEYS[k], ARGV[a + 1], 'PX', record_ttl)
-    end
-  elseif op == 67 then -- C
-    call('DEL', KEYS[k], KEYS[i])
-  elseif op == 75 then -- K
-    call('DEL', KEYS[i])
-  elseif op == 73 then -- I
-    call('SET', KEYS[k], ARGV[a + 1], 'PX', record_ttl)
-  else -- T, J, E
-    call('SET', KEYS[k], ARGV[a + 1], 'PX', ARGV[a + 2])
-    if op == 69 then call('DEL', KEYS[i]) end
-  end
-  return 49
-end
 local groups, failed
 -- Applies the index updates gathered so far.
 local function index()
   for key, g in pairs(groups) do
     local r
-    if #g[1] > 0 then r = redis.pcall('ZADD', key, unpack(g[1])) end
-    if not (type(r) == 'table' and r.err) and #g[2] > 0 then r = redis.pcall('ZREM', key, unpack(g[2])) end
-    if not (type(r) == 'table' and r.err) then r = redis.pcall('PEXPIRE', key, index_ttl) end
+    if #g[1] > 0 then r = call('ZADD', key, unpack(g[1])) end
+    if not (type(r) == 'table' and r.err) and #g[2] > 0 then r = call('ZREM', key, unpack(g[2])) end
+    if not (type(r) == 'table' and r.err) then r = call('PEXPIRE', key, index_ttl) end
     if type(r) == 'table' and r.err then
       if failed == nil then failed = {} end
       for _, i in ipairs(g[3]) do failed[i] = r.err end
@@ -159,33 +125,19 @@ local function index()
   end
   groups = nil
 end
+-- Each op in turn, inline (no function call per op). Every command is a redis.pcall: an
+-- op whose command fails stops there and gets the error as its own reply. `r` is the reply
+-- of the op's last command: a table (a status, or an error) or false (SET), or a number.
 local k, a = n + 1, 5
 for i = 1, n do
-  local op = out[i]
-  if op > 96 and groups ~= nil then index() end
-  local ok, r = pcall(apply, op, i, k, a, read[i])
-  if op > 96 then op = op - 32 end
-  if not ok then
-    if type(r) == 'table' and r.err then r = r.err else r = tostring(r) end
-    reply[#reply + 1] = r
-    r = 33
-  elseif r == 49 and (op == 73 or op == 74 or op == 69 or op == 67) then -- index later
-    if groups == nil then groups = {} end
-    local key = KEYS[k + 1]
-    local g = groups[key]
-    if g == nil then g = {{}, {}, {}}; groups[key] = g end
-    local l = g[1]
-    if op == 67 then
-      l = g[2]
-      l[#l + 1] = ARGV[a + 1]
-    else
-      l[#l + 1] = now
-      if op == 73 then l[#l + 1] = ARGV[a + 2] else l[#l + 1] = ARGV[a + 3] end
-    end
-    l = g[3]
-    l[#l + 1] = i
+  local op, value, st, r = out[i], read[i], 49, false
+  local k0, a0 = k, a
+  if op > 96 then
+    op = op - 32
+    if groups ~= nil then index() end
+    value = call('GET', KEYS[i])
+    if type(value) == 'table' then r = value end
   end
-  out[i] = r
   if op == 83 then k = k + 1; a = a + 2
   elseif op == 73 then k = k + 2; a = a + 3
   elseif op == 67 then k = k + 2; a = a + 2
@@ -193,6 +145,64 @@ for i = 1, n do
   elseif op == 84 then k = k + 1; a = a + 3
   elseif op == 74 or op == 69 then k = k + 2; a = a + 4
   else a = a + 1 end -- K
+  if r then -- the read failed
+  elseif op == 65 then -- A
+    -- A new fence starts at 1 in one call; an existing one is incremented.
+    local t, token = 1, '1'
+    r = call('SET', KEYS[k0 + 1], '1', 'NX', 'PX', ARGV[a0 + 1])
+    if not r then
+      t = call('INCR', KEYS[k0 + 1])
+      r = t
+      if type(t) ~= 'table' then
+        token = t
+        r = call('PEXPIRE', KEYS[k0 + 1], ARGV[a0 + 1])
+      end
+    end
+    if not (type(r) == 'table' and r.err) then
+      r = call('SET', KEYS[k0], token, 'NX', 'PX', ARGV[a0])
+      if not r then
+        st = 72
+      elseif not r.err then
+        st = 65
+        reply[#reply + 1] = t
+        reply[#reply + 1] = value
+      end
+    end
+  elseif value ~= ARGV[a0] then
+    st = 48
+  elseif op == 83 then -- S
+    r = call('SET', KEYS[k0], ARGV[a0 + 1], 'XX', 'KEEPTTL')
+    if not r then r = call('SET', KEYS[k0], ARGV[a0 + 1], 'PX', record_ttl) end
+  elseif op == 67 then -- C
+    r = call('DEL', KEYS[k0], KEYS[i])
+  elseif op == 75 then -- K
+    r = call('DEL', KEYS[i])
+  elseif op == 73 then -- I
+    r = call('SET', KEYS[k0], ARGV[a0 + 1], 'PX', record_ttl)
+  else -- T, J, E
+    r = call('SET', KEYS[k0], ARGV[a0 + 1], 'PX', ARGV[a0 + 2])
+    if op == 69 and not r.err then r = call('DEL', KEYS[i]) end
+  end
+  if type(r) == 'table' and r.err then
+    st = 33
+    reply[#reply + 1] = r.err
+  elseif st == 49 and (op == 73 or op == 74 or op == 69 or op == 67) then -- index later
+    if groups == nil then groups = {} end
+    local key = KEYS[k0 + 1]
+    local g = groups[key]
+    if g == nil then g = {{}, {}, {}}; groups[key] = g end
+    local l = g[1]
+    if op == 67 then
+      l = g[2]
+      l[#l + 1] = ARGV[a0 + 1]
+    else
+      l[#l + 1] = now
+      if op == 73 then l[#l + 1] = ARGV[a0 + 2] else l[#l + 1] = ARGV[a0 + 3] end
+    end
+    l = g[3]
+    l[#l + 1] = i
+  end
+  out[i] = st
 end
 if groups ~= nil then index() end
 if failed ~= nil then

@@ -103,7 +103,7 @@ const LIST_BATCH: usize = 256;
 ///   record *and* release the lease) are each one operation of a **group commit**: the
 ///   operations of concurrent runs submitted while a call is in flight go together in the
 ///   next `EVALSHA` of one Lua script, each checked against its own token, applied atomically
-///   under its own `pcall` and answered on its own (see the crate README). The engine folds
+///   (each command under `redis.pcall`) and answered on its own (see the crate README). The engine folds
 ///   the save of a run's last measure into its end write, so an engine run of n measures
 ///   costs n + 1 round trips. (`acquire_lease` also reads the record in its round trip, for
 ///   a `load` of that run that follows within 1 s.) A `clear` of a run whose lease this

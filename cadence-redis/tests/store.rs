@@ -1052,6 +1052,55 @@ async fn a_failed_index_update_fails_only_the_operations_it_carried() {
     }
 }
 
+// REDIS-3 within one group commit: an operation whose command fails (here an acquisition
+// whose fence counter is not a number) stops there and fails on its own — it holds no lease —
+// while the batch's other operations are applied and answered as usual.
+#[tokio::test]
+async fn an_operation_whose_command_fails_fails_alone() {
+    let Some(store) = store("broken-fence").await else {
+        return;
+    };
+    let cadence = "broken-fence";
+    let [_, lease_key, fence] = store.run_keys(cadence, "r1");
+    let mut conn = store.redis().connection();
+    let () = redis::cmd("SET")
+        .arg(&fence)
+        .arg("not a number")
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (broken, fine) = tokio::join!(
+        store.acquire_and_load(cadence, "r1", Duration::from_secs(30)),
+        store.acquire_and_load(cadence, "r2", Duration::from_secs(30)),
+    );
+    let e = broken.unwrap_err();
+    assert!(e.to_string().contains("not an integer"), "{e}");
+    let held: bool = redis::cmd("EXISTS")
+        .arg(&lease_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!held, "no lease for the failed acquisition");
+    let (lease, found) = fine.unwrap();
+    assert!(found.is_none());
+    store
+        .end_run(
+            cadence,
+            "r2",
+            cadence_core::checkpoint::RunEnd::Clear,
+            Some(&lease),
+        )
+        .await
+        .unwrap();
+    let () = redis::cmd("DEL")
+        .arg(&fence)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 async fn group_commit(cadence: &str) {
     let Some(old) = store(cadence).await else {
         return;
