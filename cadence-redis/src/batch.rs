@@ -22,6 +22,7 @@
 //! `KEYS`, as scripts must).
 
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
@@ -446,13 +447,25 @@ impl Op {
 /// earlier operation of the batch touched.
 fn codes(batch: &[Waiting]) -> Vec<u8> {
     let mut codes: Vec<u8> = batch.iter().map(|(op, _, _)| op.code()).collect();
-    if batch.len() > 1 {
-        let mut seen: HashSet<&str, foldhash::fast::FixedState> =
-            HashSet::with_capacity_and_hasher(batch.len(), Default::default());
-        for ((op, _, _), code) in batch.iter().zip(&mut codes) {
-            if !seen.insert(op.stem().as_str()) {
-                code.make_ascii_lowercase();
-            }
+    if batch.len() < 2 {
+        return codes;
+    }
+    // The common case, no run twice, costs a hash per operation and a sort of the hashes;
+    // only equal hashes (a run twice, or a collision) need the stems compared.
+    let hasher = foldhash::fast::FixedState::default();
+    let mut hashes: Vec<u64> = batch
+        .iter()
+        .map(|(op, _, _)| hasher.hash_one(op.stem().as_str()))
+        .collect();
+    hashes.sort_unstable();
+    if hashes.windows(2).all(|w| w[0] != w[1]) {
+        return codes;
+    }
+    let mut seen: HashSet<&str, foldhash::fast::FixedState> =
+        HashSet::with_capacity_and_hasher(batch.len(), hasher);
+    for ((op, _, _), code) in batch.iter().zip(&mut codes) {
+        if !seen.insert(op.stem().as_str()) {
+            code.make_ascii_lowercase();
         }
     }
     codes
