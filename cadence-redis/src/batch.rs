@@ -39,12 +39,13 @@ pub(crate) const MAX_BATCH: usize = 128;
 pub(crate) const LANES: usize = 2;
 
 /// The group-commit script. `ARGV[1]` holds the batch's op codes, one byte per operation,
-/// `ARGV[2]` the store's record TTL, `ARGV[3]` its index TTL (milliseconds) and `ARGV[4]` the
-/// batch's time (milliseconds since the Unix epoch: the score of its index updates); then
-/// come the operations' own arguments, in the order of the codes. `KEYS` holds first the key
-/// each operation reads first, one per operation in the order of the codes (a fenced
-/// operation's lease, an acquisition's record), then the operations' other keys, again in the
-/// order of the codes. Per op (key read first; other keys; arguments → status):
+/// `ARGV[2]` the store's record TTL, `ARGV[3]` its index TTL (milliseconds), `ARGV[4]` the
+/// batch's time (milliseconds since the Unix epoch: the score of its index updates) and
+/// `ARGV[5]`, `ARGV[6]` the lease and fence TTLs of the batch's acquisitions (those of its
+/// first; an acquisition with others carries its own); then come the operations' own
+/// arguments, in the order of the codes. `KEYS` holds first the key each operation reads
+/// first, one per operation in the order of the codes (a fenced operation's lease, an
+/// acquisition's record), then the operations' other keys, again in the order of the codes. Per op (key read first; other keys; arguments → status):
 ///
 /// - `S` fenced save keeping the record's TTL (lease; record; token, JSON → `1`, or `0` when
 ///   the token is stale): `SET XX KEEPTTL`, or, if the record is gone, `SET PX` with the
@@ -57,11 +58,12 @@ pub(crate) const LANES: usize = 2;
 /// - `C` fenced clear, releasing the lease (lease; record, index; token, run id → `1` or
 ///   `0`): the record and lease are deleted and the run leaves the index
 /// - `K` fenced release (lease; none; token → `1` or `0`)
-/// - `A` lease acquisition with load (record; lease, fence; lease TTL, fence TTL → `A` with
-///   two extras, the token and the record or nil, or `H` when the lease is held): the lease
-///   is set only if absent (`SET NX`), with a token one higher than any before: a new fence
-///   starts at 1 (`SET NX PX`, one call), an existing one is incremented (a refused
-///   acquisition then uses up a token number: tokens still only grow)
+/// - `A` lease acquisition with load, with the batch's lease and fence TTLs (record; lease,
+///   fence; none → `A` with two extras, the token and the record or nil, or `H` when the
+///   lease is held): the lease is set only if absent (`SET NX`), with a token one higher than
+///   any before: a new fence starts at 1 (`SET NX PX`, one call), an existing one is
+///   incremented (a refused acquisition then uses up a token number: tokens still only grow)
+/// - `B` as `A` with its own TTLs (lease TTL, fence TTL)
 ///
 /// A code in lower case is the same operation on a run that an earlier operation of the same
 /// batch touched (the client marks them: one run's operations are never in one batch when the
@@ -97,11 +99,12 @@ pub(crate) const LANES: usize = 2;
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- Op codes as bytes: A 65, C 67, E 69, I 73, J 74, K 75, S 83, T 84; in lower case (+32):
--- read again first.
+-- Op codes as bytes: A 65, B 66, C 67, E 69, I 73, J 74, K 75, S 83, T 84; in lower case
+-- (+32): read again first.
 local codes, record_ttl, index_ttl, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local lease_ttl, fence_ttl = ARGV[5], ARGV[6]
 local n = #codes
-if n == 0 or string.find(codes, '[^SAICsaicEJKTejkt]') then
+if n == 0 or string.find(codes, '[^SAICsaicEJKTBejktb]') then
   return redis.error_reply('bad batch ops: ' .. codes)
 end
 local KEYS, ARGV, call, type = KEYS, ARGV, redis.pcall, type
@@ -129,7 +132,7 @@ end
 -- Each op in turn, inline (no function call per op). Every command is a redis.pcall: an
 -- op whose command fails stops there and gets the error as its own reply. `r` is the reply
 -- of the op's last command: a table (a status, or an error) or false (SET), or a number.
-local k, a = n + 1, 5
+local k, a = n + 1, 7
 for i = 1, n do
   local op, value, st, r = out[i], read[i], 49, false
   local k0, a0 = k, a
@@ -142,25 +145,28 @@ for i = 1, n do
   if op == 83 then k = k + 1; a = a + 2
   elseif op == 73 then k = k + 2; a = a + 3
   elseif op == 67 then k = k + 2; a = a + 2
-  elseif op == 65 then k = k + 2; a = a + 2
+  elseif op == 65 then k = k + 2
+  elseif op == 66 then k = k + 2; a = a + 2
   elseif op == 84 then k = k + 1; a = a + 3
   elseif op == 74 or op == 69 then k = k + 2; a = a + 4
   else a = a + 1 end -- K
   if r then -- the read failed
-  elseif op == 65 then -- A
+  elseif op == 65 or op == 66 then -- A, B
+    local lt, ft = lease_ttl, fence_ttl
+    if op == 66 then lt, ft = ARGV[a0], ARGV[a0 + 1] end
     -- A new fence starts at 1 in one call; an existing one is incremented.
     local t, token = 1, '1'
-    r = call('SET', KEYS[k0 + 1], '1', 'NX', 'PX', ARGV[a0 + 1])
+    r = call('SET', KEYS[k0 + 1], '1', 'NX', 'PX', ft)
     if not r then
       t = call('INCR', KEYS[k0 + 1])
       r = t
       if type(t) ~= 'table' then
         token = t
-        r = call('PEXPIRE', KEYS[k0 + 1], ARGV[a0 + 1])
+        r = call('PEXPIRE', KEYS[k0 + 1], ft)
       end
     end
     if not (type(r) == 'table' and r.err) then
-      r = call('SET', KEYS[k0], token, 'NX', 'PX', ARGV[a0])
+      r = call('SET', KEYS[k0], token, 'NX', 'PX', lt)
       if not r then
         st = 72
       elseif not r.err then
@@ -363,8 +369,20 @@ impl Op {
                 .sum::<usize>()
     }
 
-    /// The op code.
-    fn code(&self) -> u8 {
+    /// The lease and fence TTLs of an acquisition.
+    fn acquisition_ttls(&self) -> Option<(u64, u64)> {
+        match self {
+            Op::AcquireLoad {
+                lease_ttl,
+                fence_ttl,
+                ..
+            } => Some((*lease_ttl, *fence_ttl)),
+            _ => None,
+        }
+    }
+
+    /// The op code (`acquisitions`: the batch's lease and fence TTLs, see [`BATCH`]).
+    fn code(&self, acquisitions: (u64, u64)) -> u8 {
         match self {
             Op::Save { ttl: None, .. } => b'S',
             Op::Save { ttl: Some(_), .. } => b'T',
@@ -373,7 +391,12 @@ impl Op {
             Op::SaveIndexed { ttl: Some(_), .. } => b'J',
             Op::Clear { .. } => b'C',
             Op::Release { .. } => b'K',
-            Op::AcquireLoad { .. } => b'A',
+            Op::AcquireLoad {
+                lease_ttl,
+                fence_ttl,
+                ..
+            } if (*lease_ttl, *fence_ttl) == acquisitions => b'A',
+            Op::AcquireLoad { .. } => b'B',
         }
     }
 
@@ -398,8 +421,8 @@ impl Op {
     }
 
     /// Appends the arguments to `cmd` (`record_ttl`: the store's, for a last save without a
-    /// TTL of its own).
-    fn write_args(&self, cmd: &mut redis::Cmd, record_ttl: u64) {
+    /// TTL of its own; `acquisitions`: the batch's lease and fence TTLs).
+    fn write_args(&self, cmd: &mut redis::Cmd, record_ttl: u64, acquisitions: (u64, u64)) {
         match self {
             Op::Save {
                 token, json, ttl, ..
@@ -437,7 +460,9 @@ impl Op {
                 fence_ttl,
                 ..
             } => {
-                cmd.arg(lease_ttl).arg(fence_ttl);
+                if (*lease_ttl, *fence_ttl) != acquisitions {
+                    cmd.arg(lease_ttl).arg(fence_ttl);
+                }
             }
         }
     }
@@ -445,8 +470,11 @@ impl Op {
 
 /// The op codes of a batch (see [`BATCH`]): in lower case for an operation on a run that an
 /// earlier operation of the batch touched.
-fn codes(batch: &[Waiting]) -> Vec<u8> {
-    let mut codes: Vec<u8> = batch.iter().map(|(op, _, _)| op.code()).collect();
+fn codes(batch: &[Waiting], acquisitions: (u64, u64)) -> Vec<u8> {
+    let mut codes: Vec<u8> = batch
+        .iter()
+        .map(|(op, _, _)| op.code(acquisitions))
+        .collect();
     if batch.len() < 2 {
         return codes;
     }
@@ -650,16 +678,20 @@ impl Batcher {
             let Some(oldest) = batch.iter().map(|(_, _, since)| *since).min() else {
                 continue;
             };
-            // EVALSHA, the hash, the key count, the codes, two TTLs and the time, then the
+            // EVALSHA, the hash, the key count, the codes, four TTLs and the time, then the
             // operations.
-            let (mut count, mut size, mut keys) = (7, 160 + batch.len(), 0);
+            let (mut count, mut size, mut keys) = (9, 200 + batch.len(), 0);
             for (op, _, _) in &batch {
                 let (args, bytes) = op.args_size();
                 keys += op.key_count();
                 count += op.key_count() + args;
                 size += bytes + op.keys_size();
             }
-            let codes = codes(&batch);
+            let acquisitions = batch
+                .iter()
+                .find_map(|(op, _, _)| op.acquisition_ttls())
+                .unwrap_or_default();
+            let codes = codes(&batch, acquisitions);
             let mut cmd = redis::Cmd::with_capacity(count, size);
             cmd.arg("EVALSHA").arg(BATCH.get_hash()).arg(keys);
             for (op, _, _) in &batch {
@@ -671,9 +703,11 @@ impl Batcher {
             cmd.arg(codes)
                 .arg(self.ttls.0)
                 .arg(self.ttls.1)
-                .arg(unix_millis_now());
+                .arg(unix_millis_now())
+                .arg(acquisitions.0)
+                .arg(acquisitions.1);
             for (op, _, _) in &batch {
-                op.write_args(&mut cmd, self.ttls.0);
+                op.write_args(&mut cmd, self.ttls.0, acquisitions);
             }
             let sent = async {
                 match cmd.query_async::<Value>(&mut conn).await {

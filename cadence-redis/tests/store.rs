@@ -1101,6 +1101,34 @@ async fn an_operation_whose_command_fails_fails_alone() {
         .unwrap();
 }
 
+// REDIS-2, REDIS-3 within one group commit: acquisitions with different lease TTLs in one
+// batch each get their own (the batch passes its first acquisition's TTLs once, and the
+// others carry theirs), and so does each fence counter (record TTL plus lease TTL).
+#[tokio::test]
+async fn acquisitions_in_one_batch_keep_their_own_ttls() {
+    let Some(store) = store("batch-ttls").await else {
+        return;
+    };
+    let cadence = "batch-ttls";
+    let (long, short, again) = tokio::join!(
+        store.acquire_and_load(cadence, "long", Duration::from_secs(30)),
+        store.acquire_and_load(cadence, "short", Duration::from_secs(5)),
+        store.acquire_and_load(cadence, "long2", Duration::from_secs(30)),
+    );
+    let week = 7 * 24 * 3600 * 1000;
+    for (run, lease_ttl) in [("long", 30_000), ("short", 5_000), ("long2", 30_000)] {
+        let [_, lease_key, fence] = store.run_keys(cadence, run);
+        let t = store.pttl(&lease_key).await.unwrap();
+        assert!(t > lease_ttl - 5_000 && t <= lease_ttl, "{run}: lease {t}");
+        let t = store.pttl(&fence).await.unwrap();
+        let want = week + lease_ttl;
+        assert!(t > want - 5_000 && t <= want, "{run}: fence {t}");
+    }
+    for lease in [long, short, again].map(|r| r.unwrap().0) {
+        store.release_lease(&lease).await.unwrap();
+    }
+}
+
 async fn group_commit(cadence: &str) {
     let Some(old) = store(cadence).await else {
         return;
