@@ -358,17 +358,6 @@ impl Op {
         }
     }
 
-    /// The bytes its keys take.
-    fn keys_size(&self) -> usize {
-        let stem = self.stem();
-        stem.len_of(self.first_key())
-            + self
-                .other_keys()
-                .iter()
-                .map(|&p| stem.len_of(p))
-                .sum::<usize>()
-    }
-
     /// The lease and fence TTLs of an acquisition.
     fn acquisition_ttls(&self) -> Option<(u64, u64)> {
         match self {
@@ -397,26 +386,6 @@ impl Op {
                 ..
             } if (*lease_ttl, *fence_ttl) == acquisitions => b'A',
             Op::AcquireLoad { .. } => b'B',
-        }
-    }
-
-    /// How many arguments (besides keys), and about how many bytes they take.
-    fn args_size(&self) -> (usize, usize) {
-        match self {
-            Op::Save { json, ttl, .. } => (2 + usize::from(ttl.is_some()), json.len() + 40),
-            Op::SaveIndexed {
-                json,
-                run_id,
-                end,
-                ttl,
-                ..
-            } => (
-                3 + usize::from(*end || ttl.is_some()),
-                json.len() + run_id.len() + 40,
-            ),
-            Op::Clear { run_id, .. } => (2, run_id.len() + 20),
-            Op::Release { .. } => (1, 20),
-            Op::AcquireLoad { .. } => (2, 40),
         }
     }
 
@@ -644,6 +613,8 @@ impl Batcher {
         let armed = Armed(&self);
         let mut conn = redis.connection();
         let mut batch: Vec<Waiting> = Vec::new();
+        // One command, cleared for each batch: its buffers are allocated once per lane.
+        let mut cmd = redis::Cmd::new();
         let timeout = redis.command_timeout();
         loop {
             {
@@ -678,21 +649,13 @@ impl Batcher {
             let Some(oldest) = batch.iter().map(|(_, _, since)| *since).min() else {
                 continue;
             };
-            // EVALSHA, the hash, the key count, the codes, four TTLs and the time, then the
-            // operations.
-            let (mut count, mut size, mut keys) = (9, 200 + batch.len(), 0);
-            for (op, _, _) in &batch {
-                let (args, bytes) = op.args_size();
-                keys += op.key_count();
-                count += op.key_count() + args;
-                size += bytes + op.keys_size();
-            }
+            let keys: usize = batch.iter().map(|(op, _, _)| op.key_count()).sum();
             let acquisitions = batch
                 .iter()
                 .find_map(|(op, _, _)| op.acquisition_ttls())
                 .unwrap_or_default();
             let codes = codes(&batch, acquisitions);
-            let mut cmd = redis::Cmd::with_capacity(count, size);
+            cmd.clear();
             cmd.arg("EVALSHA").arg(BATCH.get_hash()).arg(keys);
             for (op, _, _) in &batch {
                 op.stem().write(&mut cmd, op.first_key());
