@@ -3,8 +3,9 @@
 //!
 //! Each operation is still fenced by its own run's lease and token, still atomic (a Lua script
 //! runs atomically, and each command of an operation runs under `redis.pcall`: an operation
-//! whose command fails stops there and fails alone), and its caller still gets its own result — a stale token gets `0` ("lease lost") for its own operation and
-//! nothing else is affected. What the batch saves is the per-call cost of a script on the
+//! whose command fails stops there and fails alone), and its caller still gets its own
+//! result — a stale token gets `0` ("lease lost") for its own operation and nothing else is
+//! affected. What the batch saves is the per-call cost of a script on the
 //! server (lookup, argument tables, reply) and the per-command cost on the client, which for
 //! small checkpoints is most of the cost of a save.
 //!
@@ -45,7 +46,8 @@ pub(crate) const LANES: usize = 2;
 /// first; an acquisition with others carries its own); then come the operations' own
 /// arguments, in the order of the codes. `KEYS` holds first the key each operation reads
 /// first, one per operation in the order of the codes (a fenced operation's lease, an
-/// acquisition's record), then the operations' other keys, again in the order of the codes. Per op (key read first; other keys; arguments → status):
+/// acquisition's record), then the operations' other keys, again in the order of the codes.
+/// Per op (key read first; other keys; arguments → status):
 ///
 /// - `S` fenced save keeping the record's TTL (lease; record; token, JSON → `1`, or `0` when
 ///   the token is stale): `SET XX KEEPTTL`, or, if the record is gone, `SET PX` with the
@@ -88,9 +90,9 @@ pub(crate) const LANES: usize = 2;
 /// once), no table is made per operation (but by Redis, for the reply of a `SET`), and the
 /// index bookkeeping only when the batch updates an index. The operations run inline, one
 /// after the other (no function call per operation), each command under `redis.pcall`: an
-/// operation whose command fails stops there with that error (`!`). A lease or record key that is not a string reads as absent: the
-/// operation is refused as with a stale token (`LeaseLost`), or the acquisition finds no
-/// record.
+/// operation whose command fails stops there with that error (`!`). A lease or record key
+/// that is not a string reads as absent: the operation is refused as with a stale token
+/// (`LeaseLost`), or the acquisition finds no record.
 ///
 /// Index updates (`I`, `J`, `E`, `C`) are gathered per index key and applied after the
 /// operations, one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index;

@@ -103,12 +103,12 @@ const LIST_BATCH: usize = 256;
 ///   record *and* release the lease) are each one operation of a **group commit**: the
 ///   operations of concurrent runs submitted while a call is in flight go together in the
 ///   next `EVALSHA` of one Lua script, each checked against its own token, applied atomically
-///   (each command under `redis.pcall`) and answered on its own (see the crate README). The engine folds
-///   the save of a run's last measure into its end write, so an engine run of n measures
-///   costs n + 1 round trips. (`acquire_lease` also reads the record in its round trip, for
-///   a `load` of that run that follows within 1 s.) A `clear` of a run whose lease this
-///   store holds is fenced like a save and releases the lease in the same round trip. `list`
-///   reads records and lease flags in pipelines of 256.
+///   (each command under `redis.pcall`) and answered on its own (see the crate README). The
+///   engine folds the save of a run's last measure into its end write, so an engine run of n
+///   measures costs n + 1 round trips. (`acquire_lease` also reads the record in its round
+///   trip, for a `load` of that run that follows within 1 s.) A `clear` of a run whose lease
+///   this store holds is fenced like a save and releases the lease in the same round trip.
+///   `list` reads records and lease flags in pipelines of 256.
 /// - **Index updates** (REDIS-2): a save without a lease, and the first save under a lease,
 ///   update the run's index entry (`ZADD`, `PEXPIRE`); later saves under the same lease do so
 ///   only when the last update is 1 s old (or the record TTL, if shorter). Every index update
