@@ -92,7 +92,8 @@ enum Ids<'a> {
 }
 
 impl<'a> Ids<'a> {
-    /// As text (for the builder methods of a context made by the engine).
+    /// As text (for the builder methods, which rewrite what a context made by the engine
+    /// would otherwise read from its run).
     fn given(self) -> Ids<'a> {
         match self {
             Ids::Run { info, flags } => Ids::Given {
@@ -150,6 +151,7 @@ impl<'a> HookContext<'a> {
 
     /// With the resumed/replayed flags of the run (for adapters replaying occurrences).
     pub fn with_flags(mut self, resumed: bool, replayed: bool) -> Self {
+        self.ids = self.ids.given();
         if let Ids::Given {
             resumed: r,
             replayed: p,
@@ -233,15 +235,10 @@ impl<'a> HookContext<'a> {
     /// without comparing text), else 0.
     #[inline]
     pub(crate) fn run_serial(&self) -> u64 {
+        // Only the engine's contexts have a run tree and know that their run is its root (a
+        // context whose ids were rewritten with `with_parent` or `with_flags` is `Given`).
         match (self.tree, self.ids) {
             (Some(tree), Ids::Run { info, .. }) if info.parent_run_id.is_none() => tree.serial(),
-            (
-                Some(tree),
-                Ids::Given {
-                    parent_run_id: None,
-                    ..
-                },
-            ) => tree.serial(),
             _ => 0,
         }
     }
@@ -1081,5 +1078,41 @@ tuple_hook!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 impl<S> Hook<S> for () {
     fn interest(&self) -> Interest {
         Interest::NONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_methods_rewrite_what_an_engine_context_reads_from_its_run() {
+        // HOOK-1: an engine context reads who its run is from the run; `with_flags` and
+        // `with_parent` (for adapters replaying occurrences) override it, on any context.
+        let (id, root) = (RunId::given("r1".into()), RunId::given("r1".into()));
+        let info = RunInfo {
+            run_id: &id,
+            root_run_id: &root,
+            parent_run_id: None,
+            cadence: "checkout",
+            prefix: None,
+            token: None,
+        };
+        let tree = RunTree::default();
+        let engine = || HookContext::of_run(&info, None, 3, &tree, None, 0);
+        let cx = engine();
+        assert_eq!((cx.run_id(), cx.cadence(), cx.seq()), ("r1", "checkout", 3));
+        assert_eq!(cx.parent_run_id(), None);
+        assert!(!cx.resumed() && !cx.replayed());
+        assert_ne!(cx.run_serial(), 0, "the root run of its tree");
+
+        let cx = engine().with_flags(true, true);
+        assert!(cx.resumed() && cx.replayed());
+        assert_eq!((cx.run_id(), cx.cadence()), ("r1", "checkout"));
+
+        let cx = engine().with_parent("root", "parent");
+        assert_eq!(cx.root_run_id(), "root");
+        assert_eq!(cx.parent_run_id(), Some("parent"));
+        assert_eq!(cx.run_serial(), 0, "no longer a root run");
     }
 }
