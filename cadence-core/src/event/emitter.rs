@@ -684,20 +684,10 @@ impl EventEmitter {
     where
         B: FnOnce(&mut Strings<'_>) -> EventKind,
     {
-        self.occur_in(cx, k, |strings: &mut Strings<'_>, kind: &mut EventKind| {
-            strings.set(kind, build);
-        });
-    }
-
-    /// [`occur`](Self::occur) with a builder that writes the kind into the event's previous
-    /// kind, so that it can update an event of the same kind in place.
-    #[inline(always)]
-    fn occur_in<B>(&self, cx: &HookContext<'_>, k: usize, build: B)
-    where
-        B: FnOnce(&mut Strings<'_>, &mut EventKind),
-    {
         if self.wants(k) {
-            self.occur_slow(cx, k, build);
+            self.occur_slow(cx, k, |strings: &mut Strings<'_>, kind: &mut EventKind| {
+                strings.set(kind, build);
+            });
         }
     }
 
