@@ -39,6 +39,7 @@ use crate::hook::{
 use crate::note::{BlockingImpl, Body, Control, NoteContext, NoteFuture, NoteResult, normalise};
 use crate::options::{RunId, RunInfo};
 use crate::policy::circuit_breaker::{Admission, CircuitBreaker, CircuitState};
+use crate::policy::timeout::bounded::{Bounded, Bounds, Hit};
 use crate::score::MergeStrategy;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -1860,16 +1861,15 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 Some(e) => Err(e),
                 None => {
                     // The attempt future is built where it is awaited: a named local would be
-                    // stored twice in this (boxed) future.
-                    let attempt_end = p.timeout.as_ref().map(|t| Instant::now() + t.after);
-                    let bound = match (attempt_end, deadline) {
-                        (None, None) => None,
-                        (Some(a), None) => Some((a, false)),
-                        (None, Some((d, _))) => Some((d, true)),
-                        (Some(a), Some((d, _))) => {
-                            Some(if d <= a { (d, true) } else { (a, false) })
-                        }
-                    };
+                    // stored twice in this (boxed) future. Its timeout counts from its start
+                    // as hooks see it (`t0`), else from a reading of the run tree's clock;
+                    // tokio's clock and a timer only if it waits (see `Bounded`).
+                    let bound = (p.timeout.is_some() || deadline.is_some()).then(|| Bounds {
+                        tree: self.tree,
+                        start: t0.unwrap_or_else(|| self.tree.now()),
+                        timeout: p.timeout.as_ref().map(|t| t.after),
+                        deadline: deadline.map(|(d, _)| d),
+                    });
                     match bound {
                         None => {
                             let raw = self
@@ -1899,18 +1899,18 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                             }
                             self.note_result(n, raw)
                         }
-                        Some((at, is_deadline)) => match tokio::time::timeout_at(
-                            at,
+                        Some(bounds) => match Bounded::new(
                             self.attempt(n, &mut *guard.score, attempt, on_clone),
+                            bounds,
                         )
                         .await
                         {
                             Ok(r) => r,
-                            Err(_) if is_deadline => {
+                            Err(Hit::Deadline) => {
                                 deadline_hit = true;
                                 Err(self.deadline_error(n, deadline, last_error.take()))
                             }
-                            Err(_) => {
+                            Err(Hit::Timeout) => {
                                 let t = p.timeout.as_ref().map(|t| (t.after, t.message.clone()));
                                 let (after, message) = t.unwrap_or_default();
                                 timed_out = Some(after);

@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+pub(crate) mod bounded;
+
 /// A per-attempt timeout with an optional message (TMO-3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeout {
