@@ -363,16 +363,18 @@ pub(crate) enum CallResult {
 }
 
 /// An admitted call. Dropping it unrecorded counts as cancelled (CB-4: not counted, probe
-/// permit released).
-pub(crate) struct Permit {
-    breaker: CircuitBreaker,
+/// permit released). It borrows its breaker (the note's policy outlives its attempts), so
+/// admitting a call shares no counter with other runs but the breaker's own state.
+pub(crate) struct Permit<'b> {
+    breaker: &'b CircuitBreaker,
     generation: u64,
     probe: bool,
-    started: Instant,
+    /// When the call started, if a slow-call threshold needs it.
+    started: Option<Instant>,
     done: bool,
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.done = true;
@@ -386,7 +388,7 @@ impl Drop for Permit {
     }
 }
 
-impl Permit {
+impl Permit<'_> {
     /// Records how the call ended; returns the transition it caused, if any.
     pub(crate) fn record(mut self, result: CallResult) -> Option<Transition> {
         self.done = true;
@@ -396,8 +398,8 @@ impl Permit {
 }
 
 /// The admission decision.
-pub(crate) enum Admission {
-    Admitted(Permit, Option<Transition>),
+pub(crate) enum Admission<'b> {
+    Admitted(Permit<'b>, Option<Transition>),
     Rejected {
         retry_after: Duration,
         transition: Option<Transition>,
@@ -549,18 +551,25 @@ impl CircuitBreaker {
     }
 
     /// CB-3, CB-5: admits a call or rejects it at once.
-    pub(crate) fn acquire(&self) -> Admission {
-        let now = Instant::now();
+    ///
+    /// The clock is read only when the answer needs it: for a breaker that is not closed (its
+    /// recovery time), or one with a slow-call threshold (the call's start). A closed breaker
+    /// that only counts failures admits a call with one uncontended lock and nothing else.
+    pub(crate) fn acquire(&self) -> Admission<'_> {
         let mut st = self.lock();
         self.ensure_poller(&mut st);
-        let transition = self.refresh(&mut st, now);
+        let now =
+            (st.state != CircuitState::Closed || self.inner.slow_call.is_some()).then(Instant::now);
+        let transition = now.and_then(|now| self.refresh(&mut st, now));
         match st.state {
             CircuitState::Closed => Admission::Admitted(self.permit(&st, false, now), transition),
             CircuitState::Open => Admission::Rejected {
-                retry_after: st
-                    .opened_at
-                    .map(|at| (at + self.inner.recovery_timeout).saturating_duration_since(now))
-                    .unwrap_or_default(),
+                retry_after: match (st.opened_at, now) {
+                    (Some(at), Some(now)) => {
+                        (at + self.inner.recovery_timeout).saturating_duration_since(now)
+                    }
+                    _ => Duration::ZERO,
+                },
                 transition,
             },
             CircuitState::HalfOpen => {
@@ -577,12 +586,12 @@ impl CircuitBreaker {
         }
     }
 
-    fn permit(&self, st: &BreakerState, probe: bool, now: Instant) -> Permit {
+    fn permit(&self, st: &BreakerState, probe: bool, now: Option<Instant>) -> Permit<'_> {
         Permit {
-            breaker: self.clone(),
+            breaker: self,
             generation: st.generation,
             probe,
-            started: now,
+            started: now.filter(|_| self.inner.slow_call.is_some()),
             done: false,
         }
     }
@@ -597,24 +606,26 @@ impl CircuitBreaker {
         }
     }
 
+    /// Accounts for a call (CB-4). Reads the clock only for a slow-call threshold, a
+    /// failure-rate window or a state change.
     fn finish(
         &self,
         generation: u64,
         probe: bool,
-        started: Instant,
+        started: Option<Instant>,
         mut result: CallResult,
     ) -> Option<Transition> {
-        let now = Instant::now();
+        let timed = started.is_some() || matches!(self.inner.mode, Mode::FailureRate { .. });
+        let clock = timed.then(Instant::now);
+        let now = || clock.unwrap_or_else(Instant::now);
         let mut st = self.lock();
         if generation != st.generation {
             // CB-4: a result from before the last state change is ignored.
             return None;
         }
         if result == CallResult::Success
-            && self
-                .inner
-                .slow_call
-                .is_some_and(|t| now.saturating_duration_since(started) >= t)
+            && let (Some(t), Some(started)) = (self.inner.slow_call, started)
+            && now().saturating_duration_since(started) >= t
         {
             result = CallResult::Failure;
         }
@@ -626,10 +637,10 @@ impl CircuitBreaker {
             (CircuitState::HalfOpen, CallResult::Success) => {
                 st.probe_successes += 1;
                 (st.probe_successes >= self.inner.half_open_max_calls)
-                    .then(|| self.transition(&mut st, CircuitState::Closed, now))
+                    .then(|| self.transition(&mut st, CircuitState::Closed, now()))
             }
             (CircuitState::HalfOpen, CallResult::Failure) => {
-                Some(self.transition(&mut st, CircuitState::Open, now))
+                Some(self.transition(&mut st, CircuitState::Open, now()))
             }
             (CircuitState::Closed, r) => {
                 let failed = r == CallResult::Failure;
@@ -637,13 +648,14 @@ impl CircuitBreaker {
                     Mode::ConsecutiveFailures { threshold } => {
                         st.consecutive = if failed { st.consecutive + 1 } else { 0 };
                         (st.consecutive >= threshold)
-                            .then(|| self.transition(&mut st, CircuitState::Open, now))
+                            .then(|| self.transition(&mut st, CircuitState::Open, now()))
                     }
                     Mode::FailureRate {
                         rate,
                         window,
                         minimum_calls,
                     } => {
+                        let now = now();
                         st.calls.push_back((now, failed));
                         trim(&mut st.calls, window, now);
                         let calls = st.calls.len() as u32;
