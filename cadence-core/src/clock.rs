@@ -49,8 +49,9 @@ use crate::event::Timestamp;
 /// What a run tree shares across its runs: the occurrence counter (EVT-3), a serial, the
 /// clock its durations are measured on and the wall-clock anchor of its occurrence times.
 ///
-/// Only observed runs need any of it, so it is allocated on first use: a run nobody observes
-/// carries one word in its future.
+/// Only observed runs (and attempts with a timeout, which count from a reading of its clock)
+/// need any of it, so it is allocated on first use: a run nobody observes carries one word in
+/// its future.
 #[derive(Debug, Default)]
 pub(crate) struct RunTree(OnceBox<Tree>);
 
