@@ -26,11 +26,21 @@
 //! let shared = bank.clone(); // same state
 //! # let _ = shared;
 //! ```
+//!
+//! # Cost
+//!
+//! The state lives behind one lock, shared by every run that holds the breaker. The common
+//! case does not take it: a closed breaker that counts consecutive failures (without a
+//! slow-call threshold or a remote state) publishes, in one atomic word, its generation and
+//! whether its failure count is zero. While it is, admitting a call and recording a success
+//! (or an excluded or cancelled call) are one atomic load each, with no write any other run
+//! has to see; a failure, a probe and every other mode take the lock.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -287,8 +297,13 @@ impl CircuitBreakerBuilder {
                 half_open_max_calls: self.half_open_max_calls,
                 slow_call: self.slow_call,
                 exclude: self.exclude,
+                lock_free: matches!(self.mode, Mode::ConsecutiveFailures { .. })
+                    && self.slow_call.is_none()
+                    && self.remote.is_none(),
                 remote: self.remote,
                 state: Mutex::new(BreakerState::new()),
+                // Generation 0, closed and clean (see `BreakerInner::clean`).
+                clean: AtomicU64::new(1),
             }),
         })
     }
@@ -333,6 +348,14 @@ struct BreakerInner {
     exclude: Option<Exclude>,
     remote: Option<(Arc<dyn RemoteCircuitState>, Duration)>,
     state: Mutex<BreakerState>,
+    /// Whether calls may be admitted and successes recorded without the lock: consecutive
+    /// failures, no slow-call threshold (which needs the clock), no remote state (whose
+    /// poller starts on an admission).
+    lock_free: bool,
+    /// `generation << 1 | 1` while the breaker is closed with no failure counted, else
+    /// `generation << 1`: written under the lock after every change of either (see
+    /// [`CircuitBreaker::publish_clean`]), read without it.
+    clean: AtomicU64,
 }
 
 /// A circuit breaker (CB-1…8). Clones share one state.
@@ -462,8 +485,18 @@ impl CircuitBreaker {
             }
             CircuitState::HalfOpen => {}
         }
+        self.publish_clean(st);
         self.publish(st);
         (from, to)
+    }
+
+    /// Publishes whether the breaker is closed with no failure counted, and its generation,
+    /// for the lock-free path; called under the lock after every change of either.
+    fn publish_clean(&self, st: &BreakerState) {
+        let clean = st.state == CircuitState::Closed && st.consecutive == 0;
+        self.inner
+            .clean
+            .store(st.generation << 1 | u64::from(clean), Ordering::Release);
     }
 
     /// Sends the new state to the remote store in the background (CB-8).
@@ -547,6 +580,7 @@ impl CircuitBreaker {
         st.probes_in_flight = 0;
         st.probe_successes = 0;
         st.opened_at = Some(now.checked_sub(age).unwrap_or(now));
+        self.publish_clean(&st);
         tracing::info!(target: "cadence", circuit = %self.inner.name, from = from.as_str(), "adopted a remote open circuit");
     }
 
@@ -556,6 +590,20 @@ impl CircuitBreaker {
     /// recovery time), or one with a slow-call threshold (the call's start). A closed breaker
     /// that only counts failures admits a call with one uncontended lock and nothing else.
     pub(crate) fn acquire(&self) -> Admission<'_> {
+        if self.inner.lock_free {
+            let word = self.inner.clean.load(Ordering::Acquire);
+            if word & 1 == 1 {
+                // Closed: admitted as of this generation, with nothing to start.
+                let permit = Permit {
+                    breaker: self,
+                    generation: word >> 1,
+                    probe: false,
+                    started: None,
+                    done: false,
+                };
+                return Admission::Admitted(permit, None);
+            }
+        }
         let mut st = self.lock();
         self.ensure_poller(&mut st);
         let now =
@@ -615,6 +663,19 @@ impl CircuitBreaker {
         started: Option<Instant>,
         mut result: CallResult,
     ) -> Option<Transition> {
+        if self.inner.lock_free && !probe {
+            match result {
+                // Not counted in any state (CB-4), and only probes hold anything to release.
+                CallResult::Cancelled | CallResult::Excluded => return None,
+                // Closed with no failure counted, of this generation: nothing changes.
+                CallResult::Success
+                    if self.inner.clean.load(Ordering::Acquire) == generation << 1 | 1 =>
+                {
+                    return None;
+                }
+                CallResult::Success | CallResult::Failure => {}
+            }
+        }
         let timed = started.is_some() || matches!(self.inner.mode, Mode::FailureRate { .. });
         let clock = timed.then(Instant::now);
         let now = || clock.unwrap_or_else(Instant::now);
@@ -647,6 +708,7 @@ impl CircuitBreaker {
                 match self.inner.mode {
                     Mode::ConsecutiveFailures { threshold } => {
                         st.consecutive = if failed { st.consecutive + 1 } else { 0 };
+                        self.publish_clean(&st);
                         (st.consecutive >= threshold)
                             .then(|| self.transition(&mut st, CircuitState::Open, now()))
                     }
@@ -732,5 +794,123 @@ fn trim(calls: &mut VecDeque<(Instant, bool)>, window: Window, now: Instant) {
                 calls.pop_front();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(b: &CircuitBreaker, result: CallResult) -> Option<Transition> {
+        match b.acquire() {
+            Admission::Admitted(permit, _) => permit.record(result),
+            Admission::Rejected { .. } => panic!("rejected"),
+        }
+    }
+
+    fn clean(b: &CircuitBreaker) -> (u64, bool) {
+        let word = b.inner.clean.load(Ordering::Acquire);
+        (word >> 1, word & 1 == 1)
+    }
+
+    #[test]
+    fn the_lock_free_path_counts_as_the_locked_one_does() {
+        // CB-2, CB-4: successes reset the count, cancelled and excluded calls are not
+        // counted, `threshold` failures in a row open; the published word follows.
+        let b = CircuitBreaker::builder("b")
+            .consecutive_failures(3)
+            .build()
+            .unwrap();
+        assert!(b.inner.lock_free);
+        assert_eq!(clean(&b), (0, true));
+        for _ in 0..3 {
+            assert_eq!(record(&b, CallResult::Failure), None);
+            assert_eq!(clean(&b), (0, false));
+            assert_eq!(record(&b, CallResult::Cancelled), None);
+            assert_eq!(record(&b, CallResult::Excluded), None);
+            assert_eq!(record(&b, CallResult::Failure), None);
+            assert_eq!(record(&b, CallResult::Success), None);
+            assert_eq!(clean(&b), (0, true), "a success resets the count");
+        }
+        assert_eq!(record(&b, CallResult::Failure), None);
+        assert_eq!(record(&b, CallResult::Failure), None);
+        let opened = record(&b, CallResult::Failure);
+        assert_eq!(opened, Some((CircuitState::Closed, CircuitState::Open)));
+        assert_eq!(clean(&b), (1, false));
+        assert!(matches!(b.acquire(), Admission::Rejected { .. }));
+        b.reset();
+        assert_eq!(clean(&b), (2, true));
+        assert_eq!(record(&b, CallResult::Success), None);
+    }
+
+    #[test]
+    fn a_result_from_an_earlier_generation_changes_nothing() {
+        // CB-4: a permit admitted before the breaker opened (and closed again) is ignored,
+        // on the lock-free path too.
+        let b = CircuitBreaker::builder("b")
+            .consecutive_failures(1)
+            .build()
+            .unwrap();
+        let Admission::Admitted(old, _) = b.acquire() else {
+            panic!("closed")
+        };
+        assert_eq!(
+            record(&b, CallResult::Failure).map(|t| t.1),
+            Some(CircuitState::Open)
+        );
+        b.reset();
+        assert_eq!(
+            record(&b, CallResult::Failure).map(|t| t.1),
+            Some(CircuitState::Open)
+        );
+        assert_eq!(
+            old.record(CallResult::Success),
+            None,
+            "stale: not a success now"
+        );
+        assert_eq!(b.state(), CircuitState::Open);
+    }
+
+    #[test]
+    fn other_modes_and_slow_calls_take_the_lock() {
+        let rate = CircuitBreaker::builder("r")
+            .failure_rate(0.5, Window::Count(10), 2)
+            .build()
+            .unwrap();
+        let slow = CircuitBreaker::builder("s")
+            .slow_call(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        assert!(!rate.inner.lock_free && !slow.inner.lock_free);
+    }
+
+    #[test]
+    fn racing_successes_and_failures_open_only_on_failures_in_a_row() {
+        // Threads that only succeed never open the breaker, whatever they race with; one
+        // that fails `threshold` times in a row with nobody else recording does.
+        let b = CircuitBreaker::builder("race")
+            .consecutive_failures(1_000_000)
+            .build()
+            .unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let b = &b;
+                s.spawn(move || {
+                    for i in 0..20_000 {
+                        let r = if t == 0 && i % 7 == 0 {
+                            CallResult::Failure
+                        } else {
+                            CallResult::Success
+                        };
+                        assert_eq!(record(b, r), None);
+                    }
+                });
+            }
+        });
+        assert_eq!(b.state(), CircuitState::Closed);
+        let consecutive = b.lock().consecutive;
+        assert!(consecutive <= 1, "{consecutive}");
+        let (generation, is_clean) = clean(&b);
+        assert_eq!((generation, is_clean), (0, consecutive == 0));
     }
 }
