@@ -12,7 +12,10 @@
 //!
 //! The workload itself is `cadence_bench_redis::workload`, shared with `examples/split.rs`,
 //! which runs each side alone and prints the CPU per operation of this process and of
-//! redis-server, to see which side a change helps.
+//! redis-server, to see which side a change helps; `tools/server_ir.py` replays batches
+//! captured from it against a redis-server under callgrind and prints the server's
+//! instructions per commit, a reading the VM's phases do not move (for changes to the
+//! group-commit script).
 //!
 //! What the ratio measures on a shared 2-core machine is, in effect, total CPU per commit
 //! (client + redis-server) against the baseline's: with the work split between the bench
