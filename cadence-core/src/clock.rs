@@ -15,8 +15,8 @@
 //! - The counter is used only where the kernel itself keeps time with it (Linux with
 //!   `current_clocksource` = `tsc`) and once `quanta` has calibrated it, which happens on a
 //!   short-lived background thread (`cadence-clock`, ≈ 1 ms, at most 200 ms) started when the
-//!   first cadence with hooks is built; until it is done, and everywhere else, tokio's clock
-//!   is read.
+//!   first cadence with hooks is built (or by the first attempt with a timeout, whose start is
+//!   a reading of this clock); until it is done, and everywhere else, tokio's clock is read.
 //!
 //! A run that pauses tokio's clock after its first measured occurrence keeps measuring real
 //! time; no test needs that.
