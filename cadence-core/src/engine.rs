@@ -1862,12 +1862,15 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 None => {
                     // The attempt future is built where it is awaited: a named local would be
                     // stored twice in this (boxed) future. Its timeout counts from its start
-                    // as hooks see it (`t0`), else from a reading of the run tree's clock;
-                    // tokio's clock and a timer only if it waits (see `Bounded`).
+                    // as hooks see it (`t0`), else from a reading of the run tree's clock
+                    // (only a timeout needs one); tokio's clock and a timer only if it waits
+                    // (see `Bounded`).
                     let bound = (p.timeout.is_some() || deadline.is_some()).then(|| Bounds {
                         tree: self.tree,
-                        start: t0.unwrap_or_else(|| self.tree.now()),
-                        timeout: p.timeout.as_ref().map(|t| t.after),
+                        timeout: p
+                            .timeout
+                            .as_ref()
+                            .map(|t| (t0.unwrap_or_else(|| self.tree.now()), t.after)),
                         deadline: deadline.map(|(d, _)| d),
                     });
                     match bound {

@@ -35,12 +35,11 @@ pub(crate) enum Hit {
 /// What bounds one attempt.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds<'t> {
-    /// The run tree whose clock read `start`.
+    /// The run tree whose clock read the timeout's start.
     pub(crate) tree: &'t RunTree,
-    /// When the attempt started, on `tree`'s clock.
-    pub(crate) start: Stamp,
-    /// The attempt's own timeout, from `start`.
-    pub(crate) timeout: Option<Duration>,
+    /// The attempt's own timeout: when the attempt started, on `tree`'s clock, and how long
+    /// it may take from then.
+    pub(crate) timeout: Option<(Stamp, Duration)>,
     /// The execution's deadline, on tokio's clock.
     pub(crate) deadline: Option<Instant>,
 }
@@ -49,8 +48,8 @@ impl Bounds<'_> {
     /// The instant the attempt must end by, and which bound that is. Reads the clocks.
     fn resolve(&self) -> (Instant, Hit) {
         let now = Instant::now();
-        let end = self.timeout.map(|after| {
-            let (ran, _) = self.tree.lap(Some(self.start));
+        let end = self.timeout.map(|(start, after)| {
+            let (ran, _) = self.tree.lap(Some(start));
             // Past what tokio can represent: as good as never (tokio does the same).
             now.checked_add(after.saturating_sub(ran))
                 .unwrap_or_else(|| far_future(now))
@@ -124,8 +123,7 @@ mod tests {
     fn bounds(tree: &RunTree, timeout: Option<Duration>, deadline: Option<Instant>) -> Bounds<'_> {
         Bounds {
             tree,
-            start: tree.now(),
-            timeout,
+            timeout: timeout.map(|after| (tree.now(), after)),
             deadline,
         }
     }
