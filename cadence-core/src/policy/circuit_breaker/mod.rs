@@ -588,7 +588,8 @@ impl CircuitBreaker {
     ///
     /// The clock is read only when the answer needs it: for a breaker that is not closed (its
     /// recovery time), or one with a slow-call threshold (the call's start). A closed breaker
-    /// that only counts failures admits a call with one uncontended lock and nothing else.
+    /// that counts consecutive failures admits a call with one atomic load while its count is
+    /// zero, and with its lock otherwise (see the module's "Cost").
     pub(crate) fn acquire(&self) -> Admission<'_> {
         if self.inner.lock_free {
             let word = self.inner.clean.load(Ordering::Acquire);
