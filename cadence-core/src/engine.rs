@@ -41,6 +41,7 @@ use crate::options::{RunId, RunInfo};
 use crate::policy::circuit_breaker::{Admission, CircuitBreaker, CircuitState};
 use crate::policy::timeout::bounded::{Bounded, Bounds, Hit};
 use crate::score::MergeStrategy;
+use crate::timer::NoTimeDriver;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
@@ -956,14 +957,15 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                         };
                         let lost = async {
                             match lease {
-                                // A runtime without timers cannot renew leases: the run goes
-                                // on and the lease is left to the store's expiry.
+                                // A store that panics while renewing cannot renew leases: the
+                                // run goes on and the lease is left to the store's expiry (as
+                                // on a runtime without timers, see `keep_lease`).
                                 Some(s) => match CatchUnwind::new(s.keep_lease()).await {
                                     Ok(e) => e,
                                     Err(p) => {
                                         tracing::warn!(
                                             target: "cadence",
-                                            "cannot renew the checkpoint lease ({}); enable tokio's time driver",
+                                            "cannot renew the checkpoint lease: the store panicked: {}",
                                             panic_message(p.as_ref())
                                         );
                                         std::future::pending().await
@@ -1856,6 +1858,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
 
             // The attempt, bounded by its timeout and the deadline (TMO-1, RET-7).
             let mut timed_out = None;
+            // A deadline that passed, or a bound that cannot be watched: not retried.
             let mut deadline_hit = false;
             let r = match rejected {
                 Some(e) => Err(e),
@@ -1895,7 +1898,15 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                                 drop(raw);
                                 previous_delay = Some(delay);
                                 if !delay.is_zero() {
-                                    tokio::time::sleep(delay).await;
+                                    match crate::timer::sleep(delay) {
+                                        Ok(wait) => wait.await,
+                                        Err(no) => {
+                                            return Err(no.error(
+                                                self.full_path(&n.path),
+                                                "its retry delay",
+                                            ));
+                                        }
+                                    }
                                 }
                                 guard.attempt = attempt + 1;
                                 continue;
@@ -1912,6 +1923,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                             Err(Hit::Deadline) => {
                                 deadline_hit = true;
                                 Err(self.deadline_error(n, deadline, last_error.take()))
+                            }
+                            Err(Hit::NoTimer) => {
+                                deadline_hit = true;
+                                Err(NoTimeDriver
+                                    .error(self.full_path(&n.path), "its timeout or deadline"))
                             }
                             Err(Hit::Timeout) => {
                                 let t = p.timeout.as_ref().map(|t| (t.after, t.message.clone()));
@@ -1976,11 +1992,19 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     } else {
                         let delay =
                             r.next_delay(attempt, previous_delay, crate::retry::hint_of(&marker));
-                        match deadline {
-                            Some((at, _)) if Instant::now() + delay >= at => {
+                        // The timer is made before the attempt is reported as retried.
+                        let wait = match delay.is_zero() {
+                            true => Ok(None),
+                            false => crate::timer::sleep(delay).map(Some),
+                        };
+                        match (deadline, wait) {
+                            (Some((at, _)), _) if Instant::now() + delay >= at => {
                                 Some(self.deadline_error(n, deadline, Some(error)))
                             }
-                            _ => {
+                            (_, Err(no)) => {
+                                Some(no.error(self.full_path(&n.path), "its retry delay"))
+                            }
+                            (_, Ok(wait)) => {
                                 let (d, now) = self.tree.lap(t0);
                                 self.emit_at(
                                     Occ::NoteEnd(
@@ -2003,8 +2027,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                                 );
                                 previous_delay = Some(delay);
                                 last_error = Some(error);
-                                if !delay.is_zero() {
-                                    tokio::time::sleep(delay).await;
+                                if let Some(wait) = wait {
+                                    wait.await;
                                 }
                                 guard.attempt = attempt + 1;
                                 None

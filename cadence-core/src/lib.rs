@@ -76,6 +76,7 @@ pub mod policy;
 pub mod score;
 #[cfg(feature = "test-util")]
 pub mod testing;
+mod timer;
 
 pub use builder::{CadenceBuilder, Validation};
 pub use cadence::Cadence;

@@ -652,7 +652,16 @@ impl<S> Session<S> {
         let every = (self.lease_ttl / 3).max(Duration::from_millis(1));
         let mut last_ok = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(every).await;
+            let Ok(wait) = crate::timer::sleep(every) else {
+                // The run goes on; the lease is left to the store's expiry.
+                tracing::warn!(
+                    target: "cadence",
+                    "cannot renew the checkpoint lease: {}",
+                    crate::timer::NoTimeDriver::FIX
+                );
+                return std::future::pending().await;
+            };
+            wait.await;
             match self.store.renew_lease(lease, self.lease_ttl).await {
                 Ok(()) => last_ok = tokio::time::Instant::now(),
                 Err(CadenceError::Checkpoint {

@@ -666,8 +666,24 @@ impl EventEmitter {
     ///
     /// The emitter stays usable: its dispatcher idles (no timer) until events come again, and
     /// ends, flushing its sinks, when the last clone of the emitter is dropped.
+    ///
+    /// On a runtime without tokio's time driver the wait cannot be bounded: it then waits
+    /// until the queue is drained and says so in a warning.
     pub async fn shutdown_timeout(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.flush()).await.is_ok()
+        let Ok(timer) = crate::timer::sleep(timeout) else {
+            tracing::warn!(
+                target: "cadence",
+                "EventEmitter::shutdown_timeout waits without a bound: {}",
+                crate::timer::NoTimeDriver::FIX
+            );
+            self.flush().await;
+            return true;
+        };
+        tokio::select! {
+            biased;
+            () = self.flush() => true,
+            () = timer => false,
+        }
     }
 
     // ------------------------------------------------------------------ hot path
@@ -1467,18 +1483,32 @@ impl Drop for ReceiverGuard {
 
 /// The dispatcher task: async listeners, sinks and subscribers, one event at a time. It
 /// flushes sinks one second after the first event they received since the last flush (no
-/// timer while idle), and ends, flushing, when every emitter is gone.
+/// timer while idle), and ends, flushing, when every emitter is gone. On a runtime without
+/// tokio's time driver sinks are flushed only then and by [`EventEmitter::flush`] (with a
+/// warning when the dispatcher starts).
 async fn dispatch(mut guard: ReceiverGuard) {
     let shared = guard.shared.clone();
     let Some(rx) = guard.rx.as_mut() else { return };
-    let timer = tokio::time::sleep(FLUSH_EVERY);
+    let timer = crate::timer::sleep(FLUSH_EVERY).ok();
+    if timer.is_none() {
+        tracing::warn!(
+            target: "cadence",
+            "event sinks are flushed only on flush, shutdown and drop, not every {FLUSH_EVERY:?}: {}",
+            crate::timer::NoTimeDriver::FIX
+        );
+    }
     tokio::pin!(timer);
     let mut armed = false;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             biased;
-            () = &mut timer, if armed => {
+            () = async {
+                match timer.as_mut().as_pin_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            }, if armed => {
                 armed = false;
                 flush_sinks(&shared).await;
             }
@@ -1490,8 +1520,11 @@ async fn dispatch(mut guard: ReceiverGuard) {
                 for msg in batch.drain(..) {
                     match msg {
                         Msg::Event(event) => {
-                            if dispatch_one(&shared, event).await && !armed {
-                                timer.as_mut().reset(tokio::time::Instant::now() + FLUSH_EVERY);
+                            if dispatch_one(&shared, event).await
+                                && !armed
+                                && let Some(t) = timer.as_mut().as_pin_mut()
+                            {
+                                t.reset(tokio::time::Instant::now() + FLUSH_EVERY);
                                 armed = true;
                             }
                         }

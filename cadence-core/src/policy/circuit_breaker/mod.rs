@@ -536,7 +536,15 @@ impl CircuitBreaker {
         let (remote, every) = (remote.clone(), *every);
         let name = self.inner.name.clone();
         handle.spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let Ok(mut tick) = crate::timer::interval(every) else {
+                tracing::warn!(
+                    target: "cadence",
+                    circuit = %name,
+                    "not polling the shared circuit state: {}",
+                    crate::timer::NoTimeDriver::FIX
+                );
+                return;
+            };
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };

@@ -30,6 +30,9 @@ pub(crate) enum Hit {
     Timeout,
     /// The deadline of the whole execution.
     Deadline,
+    /// Neither: the attempt waited, and the runtime has no time driver to watch its bound
+    /// with (see [`crate::timer`]).
+    NoTimer,
 }
 
 /// What bounds one attempt.
@@ -102,10 +105,16 @@ impl<F: Future> Future for Bounded<'_, F> {
         if let Poll::Ready(out) = me.attempt.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        let (sleep, hit) = me.timer.get_or_insert_with(|| {
-            let (at, hit) = me.bounds.resolve();
-            (Box::pin(tokio::time::sleep_until(at)), hit)
-        });
+        let (sleep, hit) = match me.timer {
+            Some(timer) => timer,
+            None => {
+                let (at, hit) = me.bounds.resolve();
+                let Ok(sleep) = crate::timer::sleep_until(at) else {
+                    return Poll::Ready(Err(Hit::NoTimer));
+                };
+                me.timer.insert((Box::pin(sleep), hit))
+            }
+        };
         let fired = if had_budget && !has_budget_remaining() {
             // The attempt used up the budget: the timer still gets its say.
             pin!(tokio::task::unconstrained(sleep.as_mut())).poll(cx)
