@@ -315,7 +315,8 @@ impl<S: Send + 'static> CadenceBuilder<S> {
     }
 
     /// How long a checkpoint lease lasts before it must be renewed (default 30 s; renewed every
-    /// third of it; CKP-9). Only stores with leases use it.
+    /// third of it; CKP-9). Only stores with leases use it. Zero, or longer than 100 years, is a
+    /// validation error at `build()` (DSL-4).
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -466,6 +467,10 @@ impl<S: Send + 'static> CadenceBuilder<S> {
                 "the checkpoint lease ttl is zero; give it a positive duration",
             ));
         }
+        v.errors.extend(crate::options::check_ttl(
+            "checkpoint lease ttl",
+            self.lease_ttl,
+        ));
         if self.on_error.len() > 1 {
             v.errors.push(Problem::new(
                 "",

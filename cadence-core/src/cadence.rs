@@ -18,7 +18,7 @@ use crate::error::{CadenceError, MergeConflict, Problem, panic_message};
 use crate::handler::{Handler, OnError};
 use crate::hook::{Hook, Interest, MeasureKind, Outcome};
 use crate::note::{Body, Note};
-use crate::options::{RunId, RunInfo, RunOptions, RunReport, check_run_id};
+use crate::options::{RunId, RunInfo, RunOptions, RunReport, check_run_id, check_ttl};
 use crate::policy::Policies;
 use crate::score::{MergeStrategy, Score};
 
@@ -325,6 +325,12 @@ impl<S: Send + 'static> Cadence<S> {
                 (RunId::given(id), invalid)
             }
         };
+        let invalid = invalid.or_else(|| {
+            let problem = check_ttl("retained outcome's ttl", retain_outcome?)?;
+            Some(Box::new(CadenceError::Validation {
+                problems: vec![problem],
+            }))
+        });
         let ckpt_opts = checkpointing.then(|| {
             Box::new(CheckpointRunOptions {
                 allow_fingerprint_mismatch,

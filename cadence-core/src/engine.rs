@@ -1790,7 +1790,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     ) -> Result<Control, CadenceError> {
         let p = &n.policies;
         let on_clone = p.timeout.is_some() || p.deadline.is_some();
-        let deadline = p.deadline.map(|d| (Instant::now() + d, d));
+        let deadline = p
+            .deadline
+            .map(|d| (crate::timer::after(Instant::now(), d), d));
         if let Some(budget) = p.retry.as_ref().and_then(|r| r.budget.as_ref()) {
             budget.deposit();
         }
@@ -1998,7 +2000,9 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                             false => crate::timer::sleep(delay).map(Some),
                         };
                         match (deadline, wait) {
-                            (Some((at, _)), _) if Instant::now() + delay >= at => {
+                            (Some((at, _)), _)
+                                if crate::timer::after(Instant::now(), delay) >= at =>
+                            {
                                 Some(self.deadline_error(n, deadline, Some(error)))
                             }
                             (_, Err(no)) => {

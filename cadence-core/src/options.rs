@@ -58,7 +58,8 @@ impl RunOptions {
     }
 
     /// Keep the outcome of a successful or stopped run for `ttl`, so that a repeat with the same
-    /// run id returns it without running (CKP-7).
+    /// run id returns it without running (CKP-7). A `ttl` longer than 100 years fails the run
+    /// with `Validation` before it starts (RUN-2).
     #[must_use]
     pub fn with_retain_outcome(mut self, ttl: Duration) -> Self {
         self.retain_outcome = Some(ttl);
@@ -74,6 +75,21 @@ impl RunOptions {
     pub fn trace_context(&self) -> Option<&TraceContext> {
         self.trace.as_ref()
     }
+}
+
+/// The longest TTL a checkpoint lease or a retained outcome may have: a century, so that every
+/// expiry is a date that stores can write (RFC 3339 has four-digit years) and that no clock
+/// arithmetic overflows.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// The problem with a TTL longer than [`MAX_TTL`], if it is.
+pub(crate) fn check_ttl(what: &str, ttl: Duration) -> Option<Problem> {
+    (ttl > MAX_TTL).then(|| {
+        Problem::new(
+            "",
+            format!("the {what} ({ttl:?}) is longer than 100 years; give it a shorter duration"),
+        )
+    })
 }
 
 /// RUN-2: 1–255 bytes of printable ASCII.

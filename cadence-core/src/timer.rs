@@ -57,6 +57,18 @@ impl NoTimeDriver {
          build it with `enable_time()` or `enable_all()` (as `#[tokio::main]` does)";
 }
 
+/// `now + d`, or about 30 years from `now` when that is past what an [`Instant`] can hold:
+/// tokio's own stand-in for "never" (as `tokio::time::timeout(Duration::MAX, …)` does), so a
+/// bound of `Duration::MAX` means no bound rather than an overflow panic.
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| far_future(now))
+}
+
+/// About 30 years from `now`.
+pub(crate) fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(86_400 * 365 * 30)
+}
+
 /// `tokio::time::sleep_until(at)`, or [`NoTimeDriver`].
 pub(crate) fn sleep_until(at: Instant) -> Result<Sleep, NoTimeDriver> {
     catch_unwind(|| tokio::time::sleep_until(at)).map_err(|_| NoTimeDriver)
@@ -89,6 +101,17 @@ mod tests {
         let e = NoTimeDriver.error("a/b", "its timeout");
         assert!(matches!(&e, CadenceError::Validation { problems } if problems[0].path == "a/b"));
         assert!(e.to_string().contains("enable_time"), "{e}");
+    }
+
+    #[test]
+    fn a_bound_past_what_an_instant_holds_is_far_away_not_a_panic() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
+        assert_eq!(after(now, Duration::MAX), far_future(now));
+        assert!(far_future(now) > now + Duration::from_secs(86_400 * 365 * 29));
     }
 
     #[tokio::test(start_paused = true)]

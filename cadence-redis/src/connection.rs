@@ -95,15 +95,15 @@ impl RedisBuilder {
     }
 
     /// The time to live set on every key a write touches (default 7 days). It cannot be
-    /// disabled: zero is a validation error; a record of a run that never ends disappears
-    /// this long after its last save.
+    /// disabled: zero is a validation error, as is more than 100 years; a record of a run that
+    /// never ends disappears this long after its last save.
     pub fn with_record_ttl(mut self, ttl: Duration) -> Self {
         self.record_ttl = ttl;
         self
     }
 
     /// The lease time to live the engine should use (default 30 s), see
-    /// [`RedisStore::lease_ttl`].
+    /// [`RedisStore::lease_ttl`]: from 1 ms to 100 years.
     pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -123,6 +123,14 @@ impl RedisBuilder {
         }
         if self.lease_ttl < Duration::from_millis(1) {
             problems.push("the lease TTL must be at least 1 ms");
+        }
+        // Redis refuses expiries past what its clock holds; a century is plenty.
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+        if self.record_ttl > CENTURY {
+            problems.push("the record TTL must be at most 100 years");
+        }
+        if self.lease_ttl > CENTURY {
+            problems.push("the lease TTL must be at most 100 years");
         }
         if self.command_timeout.is_zero() {
             problems.push("the command timeout must not be zero");
@@ -456,6 +464,16 @@ mod tests {
             .connect_lazy()
             .unwrap_err();
         assert!(e.to_string().contains("TTL"), "{e}");
+        let e = Redis::builder("redis://127.0.0.1/")
+            .with_record_ttl(Duration::MAX)
+            .with_lease_ttl(Duration::MAX)
+            .connect_lazy()
+            .unwrap_err();
+        assert!(
+            matches!(&e, CadenceError::Validation { problems } if problems.len() == 2),
+            "{e}"
+        );
+        assert!(e.to_string().contains("at most 100 years"), "{e}");
         let e = Redis::builder("http://:pw@nowhere/")
             .connect_lazy()
             .unwrap_err();

@@ -457,7 +457,7 @@ impl CheckpointStore for MemoryStore {
                 return Err(lease_error(CheckpointErrorKind::LeaseHeld, run_id));
             }
             let token = state.next_fence();
-            state.slot_mut(cadence, run_id).lease = Some((token, now + ttl));
+            state.slot_mut(cadence, run_id).lease = Some((token, crate::timer::after(now, ttl)));
             Ok(Lease::new(cadence, run_id, token))
         })
     }
@@ -469,7 +469,7 @@ impl CheckpointStore for MemoryStore {
                 return Err(lease_error(CheckpointErrorKind::LeaseLost, &lease.run_id));
             };
             Self::check_fence(slot, Some(lease), &lease.run_id)?;
-            slot.lease = Some((lease.token, Instant::now() + ttl));
+            slot.lease = Some((lease.token, crate::timer::after(Instant::now(), ttl)));
             Ok(())
         })
     }
@@ -503,7 +503,7 @@ impl CheckpointStore for MemoryStore {
                 if slot.lease.is_some_and(|(_, until)| now < until) {
                     return Err(lease_error(CheckpointErrorKind::LeaseHeld, run_id));
                 }
-                slot.lease = Some((token, now + ttl));
+                slot.lease = Some((token, crate::timer::after(now, ttl)));
                 let bytes = slot.bytes.as_ref().map(Stored::record);
                 state.fence = token;
                 (token, bytes)

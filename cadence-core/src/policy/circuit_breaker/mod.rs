@@ -457,12 +457,15 @@ impl CircuitBreaker {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// When a breaker opened at `at` admits a probe (a `recovery_timeout` past what an
+    /// `Instant` holds: never, in effect).
+    fn reopens(&self, at: Instant) -> Instant {
+        crate::timer::after(at, self.inner.recovery_timeout)
+    }
+
     /// Moves an open breaker whose recovery time has passed to half-open.
     fn refresh(&self, st: &mut BreakerState, now: Instant) -> Option<Transition> {
-        if st.state == CircuitState::Open
-            && st
-                .opened_at
-                .is_some_and(|at| now >= at + self.inner.recovery_timeout)
+        if st.state == CircuitState::Open && st.opened_at.is_some_and(|at| now >= self.reopens(at))
         {
             return Some(self.transition(st, CircuitState::HalfOpen, now));
         }
@@ -622,9 +625,7 @@ impl CircuitBreaker {
             CircuitState::Closed => Admission::Admitted(self.permit(&st, false, now), transition),
             CircuitState::Open => Admission::Rejected {
                 retry_after: match (st.opened_at, now) {
-                    (Some(at), Some(now)) => {
-                        (at + self.inner.recovery_timeout).saturating_duration_since(now)
-                    }
+                    (Some(at), Some(now)) => self.reopens(at).saturating_duration_since(now),
                     _ => Duration::ZERO,
                 },
                 transition,
@@ -751,9 +752,7 @@ impl CircuitBreaker {
 
     fn effective(&self, st: &BreakerState, now: Instant) -> CircuitState {
         match (st.state, st.opened_at) {
-            (CircuitState::Open, Some(at)) if now >= at + self.inner.recovery_timeout => {
-                CircuitState::HalfOpen
-            }
+            (CircuitState::Open, Some(at)) if now >= self.reopens(at) => CircuitState::HalfOpen,
             (state, _) => state,
         }
     }

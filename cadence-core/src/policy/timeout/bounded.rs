@@ -54,22 +54,16 @@ impl Bounds<'_> {
         let end = self.timeout.map(|(start, after)| {
             let (ran, _) = self.tree.lap(Some(start));
             // Past what tokio can represent: as good as never (tokio does the same).
-            now.checked_add(after.saturating_sub(ran))
-                .unwrap_or_else(|| far_future(now))
+            crate::timer::after(now, after.saturating_sub(ran))
         });
         match (end, self.deadline) {
             (Some(end), Some(deadline)) if deadline <= end => (deadline, Hit::Deadline),
             (Some(end), _) => (end, Hit::Timeout),
             (None, Some(deadline)) => (deadline, Hit::Deadline),
             // Not made without a bound; a bound that is never reached if it were.
-            (None, None) => (far_future(now), Hit::Timeout),
+            (None, None) => (crate::timer::far_future(now), Hit::Timeout),
         }
     }
-}
-
-/// About 30 years from `now`: tokio's own stand-in for "never".
-fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(86_400 * 365 * 30)
 }
 
 pin_project_lite::pin_project! {
