@@ -55,6 +55,16 @@
 //!
 //! User panics (in notes, conditions, selectors, handlers, hooks) are caught and reported as
 //! errors or logs (GEN-5); this requires `panic = "unwind"` (the default profile setting).
+//!
+//! ## Runtime
+//!
+//! Cadences run on any tokio runtime, current-thread or multi-threaded. Whatever has to wait —
+//! an attempt's timeout or deadline once the attempt returns `Pending`, a retry delay, the
+//! lease renewal of a checkpointed run, the [`EventEmitter`]'s periodic flush — needs tokio's
+//! time driver (`enable_time()`, included in `enable_all()` and `#[tokio::main]`). Without
+//! it, a note that must wait fails with a [`CadenceError::Validation`] that names the note and
+//! the fix, instead of tokio's panic; the background tasks log a warning and go on without
+//! their timer.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
