@@ -60,6 +60,13 @@ use crate::policy::circuit_breaker::CircuitState;
 /// The default queue capacity between the hot path and the dispatcher (EVT-6).
 pub const DEFAULT_CAPACITY: usize = 1024;
 
+/// The largest queue an [`EventEmitter`] takes (16 Mi events); see
+/// [`EventEmitter::with_capacity`].
+pub const MAX_CAPACITY: usize = 1 << 24;
+
+/// The largest broadcast channel an [`EventEmitter`] makes for its subscribers (64 Ki events).
+pub const MAX_BROADCAST: usize = 1 << 16;
+
 /// How long [`EventEmitter::shutdown`] waits for the queue to drain.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -436,12 +443,14 @@ impl EventEmitter {
         EventEmitter::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// An emitter whose queue (and broadcast channel) holds `capacity` events (at least 1;
-    /// the broadcast channel rounds up to a power of two).
+    /// An emitter whose queue holds `capacity` events (from 1 to [`MAX_CAPACITY`]; values
+    /// outside are clamped), as does its broadcast channel for [`subscribe`](Self::subscribe),
+    /// rounded up to a power of two and at most [`MAX_BROADCAST`] (its ring is allocated
+    /// up front, the queue's memory only as events wait in it).
     pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
         let (tx, rx) = mpsc::channel(capacity);
-        let broadcast_capacity = capacity.next_power_of_two();
+        let broadcast_capacity = capacity.min(MAX_BROADCAST).next_power_of_two();
         let (broadcast, _) = broadcast::channel(broadcast_capacity);
         let reg = Registry::default();
         let table = Table::build(&reg);
@@ -1954,6 +1963,25 @@ impl<S> Hook<S> for ScoredEmitter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // EVT-6: any capacity is taken (clamped), none panics; the broadcast ring, allocated up
+    // front, stays bounded.
+    #[tokio::test]
+    async fn capacities_out_of_range_are_clamped() {
+        for (asked, queue, ring) in [
+            (0, 1, 1),
+            (3, 3, 4),
+            (MAX_CAPACITY + 1, MAX_CAPACITY, MAX_BROADCAST),
+            (usize::MAX, MAX_CAPACITY, MAX_BROADCAST),
+        ] {
+            let e = EventEmitter::with_capacity(asked);
+            assert_eq!(e.inner.tx.max_capacity(), queue, "{asked}");
+            assert_eq!(e.capacity(), queue, "{asked}");
+            assert_eq!(e.inner.shared.broadcast_capacity, ring, "{asked}");
+            let (_sink, rx) = super::super::ChannelSink::channel(asked);
+            assert_eq!(rx.max_capacity(), queue, "{asked}");
+        }
+    }
 
     #[test]
     fn patterns() {

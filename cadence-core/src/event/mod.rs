@@ -58,7 +58,7 @@ use crate::policy::circuit_breaker::CircuitState;
 
 pub use emitter::{
     DEFAULT_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT, EventEmitter, ListenerId, ListenerOutput,
-    ScoredEmitter,
+    MAX_BROADCAST, MAX_CAPACITY, ScoredEmitter,
 };
 pub use logging::LoggingHooks;
 pub use sink::{BoxFuture, ChannelSink, JsonLinesSink, Sink, read_events};

@@ -219,9 +219,10 @@ impl ChannelSink {
         ChannelSink { tx }
     }
 
-    /// A sink and the receiver of a new channel holding `capacity` events.
+    /// A sink and the receiver of a new channel holding `capacity` events (from 1 to
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY); values outside are clamped).
     pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = mpsc::channel(capacity.clamp(1, super::MAX_CAPACITY));
         (ChannelSink { tx }, rx)
     }
 }
