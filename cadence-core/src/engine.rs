@@ -145,7 +145,7 @@ fn flow_of<S>(n: &CompiledNote<S>, c: Control) -> Flow {
     match c {
         Control::Continue => Flow::Continue,
         Control::Stop(reason) => Flow::Stop {
-            path: n.path.to_string(),
+            path: String::from(&*n.path),
             reason,
         },
     }

@@ -401,7 +401,7 @@ impl<S> Session<S> {
                 *n = note.total;
                 continue;
             }
-            rec.attempts.insert(note.path.to_string(), note.total);
+            rec.attempts.insert(String::from(&*note.path), note.total);
             note.in_record = true;
         }
     }
