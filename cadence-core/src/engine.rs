@@ -1862,6 +1862,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             let mut timed_out = None;
             // A deadline that passed, or a bound that cannot be watched: not retried.
             let mut deadline_hit = false;
+            // A bound that cannot be watched (no time driver): the breaker does not count it.
+            let mut no_timer = false;
             let r = match rejected {
                 Some(e) => Err(e),
                 None => {
@@ -1927,7 +1929,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                                 Err(self.deadline_error(n, deadline, last_error.take()))
                             }
                             Err(Hit::NoTimer) => {
-                                deadline_hit = true;
+                                (deadline_hit, no_timer) = (true, true);
                                 Err(NoTimeDriver
                                     .error(self.full_path(&n.path), "its timeout or deadline"))
                             }
@@ -1949,8 +1951,12 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             };
             guard.armed = false;
 
-            // Breaker accounting (CB-4): stops are successes, cancellation is not counted.
-            if let (Some(pm), Some(b)) = (permit, &p.breaker) {
+            // Breaker accounting (CB-4): stops are successes, cancellation is not counted, nor
+            // is a runtime without timers (a misconfiguration, not the callee's failure: it must
+            // not open the circuit and hide its own error behind `CircuitOpen`).
+            if no_timer {
+                drop(permit);
+            } else if let (Some(pm), Some(b)) = (permit, &p.breaker) {
                 let result = b.classify(r.as_ref().map(|_| ()));
                 let transition = pm.record(result);
                 self.report_transition(b, transition);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use cadence_core::circuit_breaker::{CircuitBreaker, CircuitState};
 use cadence_core::event::{Event, EventEmitter};
 use cadence_core::retry::{Backoff, Jitter, Retry};
 use cadence_core::testing::RecordingHook;
@@ -51,6 +52,31 @@ fn assert_no_time_driver(e: &CadenceError, path: &str, what: &str) {
     assert_eq!(problems[0].path, path);
     assert!(problems[0].message.contains(what), "{e}");
     assert!(problems[0].message.contains("enable_time()"), "{e}");
+}
+
+// CB-4 on a runtime without timers: the failure is the runtime's, not the callee's, so it does
+// not count and the circuit never hides the fix behind `CircuitOpen`.
+#[test]
+fn a_breaker_does_not_count_a_missing_time_driver() {
+    let breaker = CircuitBreaker::builder("t")
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let c = Cadence::<u32>::new("t")
+        .then(
+            "slow",
+            waits(Arc::default())
+                .with_timeout(Duration::from_secs(1))
+                .with_circuit_breaker(breaker.clone()),
+        )
+        .build()
+        .unwrap();
+    let rt = runtime();
+    for _ in 0..3 {
+        let e = rt.block_on(c.run(0)).unwrap_err();
+        assert_no_time_driver(&e, "slow", "its timeout or deadline");
+    }
+    assert_eq!(breaker.state(), CircuitState::Closed);
 }
 
 // TMO-1 on a runtime without timers: the attempt that waits fails at once, is not retried.
