@@ -2204,6 +2204,11 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             Mover::Take(take) => take(score),
             Mover::Clone(clone) => clone(score),
         };
+        if tokio::runtime::Handle::try_current().is_err() {
+            // `spawn_blocking` would panic: the attempt fails instead, for good (no retry).
+            let why = format!("a blocking note cannot run: {}", crate::timer::NO_RUNTIME);
+            return Ok(Err(Box::new(crate::retry::Permanent::new(why))));
+        }
         let span = tracing::Span::current();
         let handle = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();

@@ -10,7 +10,10 @@
 //!
 //! tokio has no way to ask whether the driver is on, so its panic is caught where the timer is
 //! made (before any of tokio's state changes): the process's panic hook still prints it once per
-//! failed timer.
+//! failed timer. Outside any tokio runtime (a caller driving `run` with another executor) the
+//! same errors say that a runtime is needed ([`NO_RUNTIME`]); plain notes still run there,
+//! and the other parts that need tokio — blocking notes, `FileStore`'s I/O — fail with that
+//! message too instead of panicking in `spawn_blocking`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,15 +50,30 @@ impl NoTimeDriver {
         CadenceError::Validation {
             problems: vec![Problem::new(
                 path,
-                format!("cannot wait for {what}: {}", Self::FIX),
+                format!("cannot wait for {what}: {}", Self::fix()),
             )],
         }
     }
 
     /// What is wrong and how to fix it, for messages.
-    pub(crate) const FIX: &'static str = "the tokio runtime has no time driver; \
+    const FIX: &'static str = "the tokio runtime has no time driver; \
          build it with `enable_time()` or `enable_all()` (as `#[tokio::main]` does)";
+
+    /// [`FIX`](Self::FIX), or, outside any tokio runtime, that one is needed.
+    pub(crate) fn fix() -> &'static str {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => Self::FIX,
+            Err(_) => NO_RUNTIME,
+        }
+    }
 }
+
+/// What is wrong outside any tokio runtime, for messages.
+pub(crate) const NO_RUNTIME: &str = "this is not running inside a tokio runtime, which Cadence's \
+     timers and blocking work need; run it on one built with `enable_all()` (as \
+     `#[tokio::main]` does)";
+
+impl NoTimeDriver {}
 
 /// `now + d`, or about 30 years from `now` when that is past what an [`Instant`] can hold:
 /// tokio's own stand-in for "never" (as `tokio::time::timeout(Duration::MAX, …)` does), so a

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use cadence_core::checkpoint::FileStore;
 use cadence_core::circuit_breaker::{CircuitBreaker, CircuitState};
 use cadence_core::event::{Event, EventEmitter};
 use cadence_core::retry::{Backoff, Jitter, Retry};
 use cadence_core::testing::RecordingHook;
-use cadence_core::{BoxError, Cadence, CadenceError, ErrorKind, Note, note};
+use cadence_core::{BoxError, Cadence, CadenceError, ErrorKind, Note, RunOptions, note};
 
 /// A runtime without timers (no `enable_time`).
 fn runtime() -> tokio::runtime::Runtime {
@@ -193,4 +194,80 @@ fn the_emitter_dispatches_and_shuts_down_without_timers() {
         assert!(emitter.shutdown_timeout(Duration::from_secs(5)).await);
     });
     assert_eq!(seen.load(Ordering::Relaxed), 2);
+}
+
+/// Runs `f` to completion on this thread with no tokio runtime at all (as a caller using
+/// another executor would).
+fn block_on_without_tokio<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+// GEN-5, ERR-1 outside any tokio runtime: plain notes run; what needs tokio (a watched bound,
+// the blocking pool, FileStore's I/O) fails with an error that says so, never a panic.
+#[test]
+fn outside_any_tokio_runtime_what_needs_tokio_fails_clearly() {
+    let plain = Cadence::<u32>::new("p")
+        .then("a", waits(Arc::default()))
+        .build()
+        .unwrap();
+    assert_eq!(block_on_without_tokio(plain.run(0)).unwrap(), 1);
+
+    let timed = Cadence::<u32>::new("t")
+        .then(
+            "slow",
+            waits(Arc::default()).with_timeout(Duration::from_secs(1)),
+        )
+        .build()
+        .unwrap();
+    let e = block_on_without_tokio(timed.run(0)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Validation, "{e}");
+    assert!(
+        e.to_string().contains("not running inside a tokio runtime"),
+        "{e}"
+    );
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let blocking = Cadence::<u32>::new("b")
+        .then(
+            "heavy",
+            note::blocking(move |n: &mut u32| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                *n += 1;
+                Ok::<_, BoxError>(())
+            })
+            .with_retry(Retry::new(3).with_backoff(Backoff::fixed(Duration::ZERO))),
+        )
+        .build()
+        .unwrap();
+    let e = block_on_without_tokio(blocking.run(0)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Note, "{e}");
+    assert!(e.to_string().contains("tokio runtime"), "{e}");
+    assert_eq!(calls.load(Ordering::Relaxed), 0, "the body never ran");
+
+    let dir = std::env::temp_dir().join(format!("cadence-no-tokio-{}", std::process::id()));
+    let stored = Cadence::<u32>::new("f")
+        .then("a", waits(Arc::default()))
+        .with_checkpoint(Arc::new(FileStore::new(&dir)))
+        .build()
+        .unwrap();
+    let e = block_on_without_tokio(stored.run_with(0, RunOptions::default().with_run_id("r1")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
+    assert!(e.to_string().contains("tokio runtime"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

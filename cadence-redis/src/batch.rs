@@ -623,13 +623,22 @@ impl Batcher {
     /// oldest operation. (A queued operation waits only for the batches in flight, all of
     /// older operations, so for less than its own timeout.)
     ///
-    /// Must be called within a tokio runtime.
+    /// Outside a tokio runtime the operation fails at once (no panic).
     pub(crate) fn submit(
         self: &Arc<Self>,
         redis: &Redis,
         op: Op,
     ) -> oneshot::Receiver<RedisResult<Value>> {
         let (tx, rx) = oneshot::channel();
+        if tokio::runtime::Handle::try_current().is_err() {
+            // `tokio::spawn` would panic: the operation fails instead.
+            let _ = tx.send(Err(RedisError::from((
+                ErrorKind::Client,
+                "RedisStore needs a tokio runtime",
+                "call it from inside one (its connection and group commit run on tokio)".into(),
+            ))));
+            return rx;
+        }
         let start = {
             let mut s = self.state();
             s.queue.push((op, tx, Instant::now()));
@@ -750,6 +759,24 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // REDIS-4: a store used outside any tokio runtime fails the operation instead of panicking
+    // in `tokio::spawn` (no Redis needed: the connection is lazy and never used).
+    #[test]
+    fn outside_a_tokio_runtime_an_operation_fails_clearly() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let redis = rt
+            .block_on(async { Redis::builder("redis://127.0.0.1:1/").connect_lazy() })
+            .unwrap();
+        drop(rt);
+        let op = Op::release(redis.keys().stem("c", "r"), 1);
+        let mut rx = Arc::new(Batcher::new(1_000, 1_000)).submit(&redis, op);
+        let e = rx.try_recv().expect("answered at once").unwrap_err();
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
+    }
 
     // REDIS-3: the group-commit script refuses a batch with any op code it does not know,
     // before applying any of its operations (a valid save ahead of the bad code writes

@@ -142,6 +142,15 @@ impl FileStore {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CadenceError> + Send + 'static,
 ) -> Result<T, CadenceError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(CadenceError::checkpoint(
+            CheckpointErrorKind::Other,
+            format!(
+                "FileStore cannot do its file I/O: {}",
+                crate::timer::NO_RUNTIME
+            ),
+        ));
+    }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(CadenceError::checkpoint(

@@ -657,7 +657,7 @@ impl<S> Session<S> {
                 tracing::warn!(
                     target: "cadence",
                     "cannot renew the checkpoint lease: {}",
-                    crate::timer::NoTimeDriver::FIX
+                    crate::timer::NoTimeDriver::fix()
                 );
                 return std::future::pending().await;
             };

@@ -683,7 +683,7 @@ impl EventEmitter {
             tracing::warn!(
                 target: "cadence",
                 "EventEmitter::shutdown_timeout waits without a bound: {}",
-                crate::timer::NoTimeDriver::FIX
+                crate::timer::NoTimeDriver::fix()
             );
             self.flush().await;
             return true;
@@ -1503,7 +1503,7 @@ async fn dispatch(mut guard: ReceiverGuard) {
         tracing::warn!(
             target: "cadence",
             "event sinks are flushed only on flush, shutdown and drop, not every {FLUSH_EVERY:?}: {}",
-            crate::timer::NoTimeDriver::FIX
+            crate::timer::NoTimeDriver::fix()
         );
     }
     tokio::pin!(timer);

@@ -544,7 +544,7 @@ impl CircuitBreaker {
                     target: "cadence",
                     circuit = %name,
                     "not polling the shared circuit state: {}",
-                    crate::timer::NoTimeDriver::FIX
+                    crate::timer::NoTimeDriver::fix()
                 );
                 return;
             };
