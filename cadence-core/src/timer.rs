@@ -115,10 +115,19 @@ mod tests {
             assert_eq!(sleep(Duration::from_millis(1)).err(), Some(NoTimeDriver));
             assert_eq!(sleep_until(Instant::now()).err(), Some(NoTimeDriver));
             assert!(interval(Duration::from_millis(1)).is_err());
+            let e = NoTimeDriver.error("a/b", "its timeout");
+            assert!(
+                matches!(&e, CadenceError::Validation { problems } if problems[0].path == "a/b")
+            );
+            assert!(e.to_string().contains("enable_time()"), "{e}");
         });
+        // Outside any runtime the message says that one is needed.
+        assert!(sleep(Duration::from_millis(1)).is_err());
         let e = NoTimeDriver.error("a/b", "its timeout");
-        assert!(matches!(&e, CadenceError::Validation { problems } if problems[0].path == "a/b"));
-        assert!(e.to_string().contains("enable_time"), "{e}");
+        assert!(
+            e.to_string().contains("not running inside a tokio runtime"),
+            "{e}"
+        );
     }
 
     #[test]
