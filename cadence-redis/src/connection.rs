@@ -152,10 +152,12 @@ impl RedisBuilder {
     /// Builds the connection without any I/O: the first command connects. Use it to start
     /// while Redis is down (commands fail with `Unavailable` until it is up).
     ///
-    /// Must be called within a tokio runtime. Fails on an invalid URL or option, or on a
-    /// `rediss://` URL without the `tls` feature.
+    /// Must be called within a tokio runtime with its IO and time drivers (`enable_all()`):
+    /// otherwise, on an invalid URL or option, or on a `rediss://` URL without the `tls`
+    /// feature, it fails with an error saying so.
     pub fn connect_lazy(self) -> Result<Redis, CadenceError> {
         self.validate()?;
+        check_runtime()?;
         let url = redact_url(&self.url);
         if is_tls(&self.url) && !cfg!(feature = "tls") {
             return Err(CadenceError::checkpoint(
@@ -207,6 +209,39 @@ impl RedisBuilder {
         redis.ping().await?;
         Ok(redis)
     }
+}
+
+/// The tokio drivers the connection needs (IO for its socket, time for the command timeout),
+/// checked before anything is built: without them tokio panics inside the first command.
+/// tokio cannot be asked whether a driver is on, so each is tried once, its panic caught (the
+/// panic hook still prints it).
+fn check_runtime() -> Result<(), CadenceError> {
+    let problem = |what: &str| {
+        Err(CadenceError::Validation {
+            problems: vec![cadence_core::Problem::new(
+                "",
+                format!(
+                    "{what}: Redis needs a tokio runtime with its IO and time drivers; build it \
+                     with `enable_all()` (as `#[tokio::main]` does)"
+                ),
+            )],
+        })
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return problem("not inside a tokio runtime");
+    }
+    if std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_err() {
+        return problem("the runtime has no time driver");
+    }
+    // A loopback UDP socket registered with the IO driver and dropped at once; if none can
+    // be bound, the check is skipped (the first command then reports what is wrong).
+    if let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0")
+        && socket.set_nonblocking(true).is_ok()
+        && std::panic::catch_unwind(move || drop(tokio::net::UdpSocket::from_std(socket))).is_err()
+    {
+        return problem("the runtime has no IO driver");
+    }
+    Ok(())
 }
 
 /// Reconnection: a few quick retries with a short backoff, so that commands find Redis again
@@ -455,6 +490,32 @@ mod tests {
         assert!(is_tls("rediss://h"));
         assert!(is_tls("REDISS://h"));
         assert!(!is_tls("redis://h"));
+    }
+
+    // REDIS-4, GEN-5: a runtime without the drivers the connection needs (or no runtime) is
+    // a clear error at connect, not tokio's panic in the first command.
+    #[test]
+    fn a_runtime_without_io_or_time_is_refused_at_connect() {
+        let lazy = || Redis::builder("redis://127.0.0.1:1/").connect_lazy();
+        let no_io = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let e = no_io.block_on(async { lazy() }).expect_err("refused");
+        assert!(e.to_string().contains("no IO driver"), "{e}");
+        let no_time = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let e = no_time.block_on(async { lazy() }).expect_err("refused");
+        assert!(e.to_string().contains("no time driver"), "{e}");
+        let e = lazy().expect_err("refused");
+        assert!(e.to_string().contains("not inside a tokio runtime"), "{e}");
+        let all = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(all.block_on(async { lazy() }).is_ok());
     }
 
     #[tokio::test]
