@@ -73,8 +73,6 @@ pub(crate) const NO_RUNTIME: &str = "this is not running inside a tokio runtime,
      timers and blocking work need; run it on one built with `enable_all()` (as \
      `#[tokio::main]` does)";
 
-impl NoTimeDriver {}
-
 /// `now + d`, or about 30 years from `now` when that is past what an [`Instant`] can hold:
 /// tokio's own stand-in for "never" (as `tokio::time::timeout(Duration::MAX, …)` does), so a
 /// bound of `Duration::MAX` means no bound rather than an overflow panic.
