@@ -2199,18 +2199,19 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             attempt,
             token: token.clone(),
         };
+        // Before the score is moved out: without a runtime, `spawn_blocking` would panic, and
+        // the attempt fails instead, for good (no retry), with the score left in place.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            let why = format!("a blocking note cannot run: {}", crate::timer::NO_RUNTIME);
+            return Ok(Err(Box::new(crate::retry::Permanent::new(why))));
+        };
         let imp = imp.clone();
         let mut moved = match mover {
             Mover::Take(take) => take(score),
             Mover::Clone(clone) => clone(score),
         };
-        if tokio::runtime::Handle::try_current().is_err() {
-            // `spawn_blocking` would panic: the attempt fails instead, for good (no retry).
-            let why = format!("a blocking note cannot run: {}", crate::timer::NO_RUNTIME);
-            return Ok(Err(Box::new(crate::retry::Permanent::new(why))));
-        }
         let span = tracing::Span::current();
-        let handle = tokio::task::spawn_blocking(move || {
+        let handle = rt.spawn_blocking(move || {
             let _entered = span.enter();
             let info = owned.info();
             let cx = owned.context(&info);

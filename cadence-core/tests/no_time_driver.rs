@@ -9,6 +9,7 @@ use std::time::Duration;
 use cadence_core::checkpoint::FileStore;
 use cadence_core::circuit_breaker::{CircuitBreaker, CircuitState};
 use cadence_core::event::{Event, EventEmitter};
+use cadence_core::fallback::Fallback;
 use cadence_core::retry::{Backoff, Jitter, Retry};
 use cadence_core::testing::RecordingHook;
 use cadence_core::{BoxError, Cadence, CadenceError, ErrorKind, Note, RunOptions, note};
@@ -258,6 +259,19 @@ fn outside_any_tokio_runtime_what_needs_tokio_fails_clearly() {
     assert_eq!(e.kind(), ErrorKind::Note, "{e}");
     assert!(e.to_string().contains("tokio runtime"), "{e}");
     assert_eq!(calls.load(Ordering::Relaxed), 0, "the body never ran");
+    // FB-1: the failed attempt leaves the score where it was (not moved out to the pool).
+    let kept = Cadence::<u32>::new("k")
+        .then(
+            "heavy",
+            note::blocking(|n: &mut u32| {
+                *n += 100;
+                Ok::<_, BoxError>(())
+            })
+            .with_fallback(Fallback::set(|n: &mut u32, _: &CadenceError| *n += 1)),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(block_on_without_tokio(kept.run(41)).unwrap(), 42);
 
     let dir = std::env::temp_dir().join(format!("cadence-no-tokio-{}", std::process::id()));
     let stored = Cadence::<u32>::new("f")

@@ -142,7 +142,7 @@ impl FileStore {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CadenceError> + Send + 'static,
 ) -> Result<T, CadenceError> {
-    if tokio::runtime::Handle::try_current().is_err() {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return Err(CadenceError::checkpoint(
             CheckpointErrorKind::Other,
             format!(
@@ -150,8 +150,8 @@ async fn blocking<T: Send + 'static>(
                 crate::timer::NO_RUNTIME
             ),
         ));
-    }
-    match tokio::task::spawn_blocking(f).await {
+    };
+    match rt.spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => Err(CadenceError::checkpoint(
             CheckpointErrorKind::Other,
