@@ -623,22 +623,14 @@ impl Batcher {
     /// oldest operation. (A queued operation waits only for the batches in flight, all of
     /// older operations, so for less than its own timeout.)
     ///
-    /// Outside a tokio runtime the operation fails at once (no panic).
+    /// Outside a tokio runtime no flush task can be started: the operation then fails at
+    /// once (no panic), unless a lane started from a runtime is running, which sends it.
     pub(crate) fn submit(
         self: &Arc<Self>,
         redis: &Redis,
         op: Op,
     ) -> oneshot::Receiver<RedisResult<Value>> {
         let (tx, rx) = oneshot::channel();
-        if tokio::runtime::Handle::try_current().is_err() {
-            // `tokio::spawn` would panic: the operation fails instead.
-            let _ = tx.send(Err(RedisError::from((
-                ErrorKind::Client,
-                "RedisStore needs a tokio runtime",
-                "call it from inside one (its connection and group commit run on tokio)".into(),
-            ))));
-            return rx;
-        }
         let start = {
             let mut s = self.state();
             s.queue.push((op, tx, Instant::now()));
@@ -647,9 +639,30 @@ impl Batcher {
             start
         };
         if start {
-            tokio::spawn(Arc::clone(self).flush(redis.clone()));
+            // The runtime is looked up only to start a lane (as `tokio::spawn` would), not
+            // per operation.
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(Arc::clone(self).flush(redis.clone()))),
+                Err(_) => self.no_runtime(),
+            }
         }
         rx
+    }
+
+    /// Gives back a lane that could not start (no tokio runtime); when no lane runs, the
+    /// queued operations, which nothing would send, fail at once.
+    fn no_runtime(&self) {
+        let mut s = self.state();
+        s.lanes -= 1;
+        if s.lanes == 0 {
+            for (_, tx, _) in s.queue.drain(..) {
+                let _ = tx.send(Err(RedisError::from((
+                    ErrorKind::Client,
+                    "RedisStore needs a tokio runtime",
+                    "call it from inside one (its connection and group commit run on tokio)".into(),
+                ))));
+            }
+        }
     }
 
     /// Sends batches until the queue is empty.
