@@ -1901,16 +1901,8 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                                 );
                                 drop(raw);
                                 previous_delay = Some(delay);
-                                if !delay.is_zero() {
-                                    match crate::timer::sleep(delay) {
-                                        Ok(wait) => wait.await,
-                                        Err(no) => {
-                                            return Err(no.error(
-                                                self.full_path(&n.path),
-                                                "its retry delay",
-                                            ));
-                                        }
-                                    }
+                                if let Some(wait) = self.retry_wait(n, delay)? {
+                                    wait.await;
                                 }
                                 guard.attempt = attempt + 1;
                                 continue;
@@ -2000,21 +1992,16 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                     } else {
                         let delay =
                             r.next_delay(attempt, previous_delay, crate::retry::hint_of(&marker));
-                        // The timer is made before the attempt is reported as retried.
-                        let wait = match delay.is_zero() {
-                            true => Ok(None),
-                            false => crate::timer::sleep(delay).map(Some),
-                        };
-                        match (deadline, wait) {
-                            (Some((at, _)), _)
-                                if crate::timer::after(Instant::now(), delay) >= at =>
-                            {
-                                Some(self.deadline_error(n, deadline, Some(error)))
-                            }
-                            (_, Err(no)) => {
-                                Some(no.error(self.full_path(&n.path), "its retry delay"))
-                            }
-                            (_, Ok(wait)) => {
+                        let past_deadline = deadline.is_some_and(|(at, _)| {
+                            crate::timer::after(Instant::now(), delay) >= at
+                        });
+                        // The timer is made before the attempt is reported as retried, and
+                        // only for a retry that will happen.
+                        let wait = (!past_deadline).then(|| self.retry_wait(n, delay));
+                        match wait {
+                            None => Some(self.deadline_error(n, deadline, Some(error))),
+                            Some(Err(e)) => Some(e),
+                            Some(Ok(wait)) => {
                                 let (d, now) = self.tree.lap(t0);
                                 self.emit_at(
                                     Occ::NoteEnd(
@@ -2059,6 +2046,22 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 return Err(e);
             }
         }
+    }
+
+    /// The timer of a retry `delay` (none for zero), made before the retry is reported or
+    /// waited for: on a runtime without tokio's time driver the note fails instead (see
+    /// [`crate::timer`]).
+    fn retry_wait(
+        &self,
+        n: &CompiledNote<S>,
+        delay: Duration,
+    ) -> Result<Option<tokio::time::Sleep>, CadenceError> {
+        if delay.is_zero() {
+            return Ok(None);
+        }
+        crate::timer::sleep(delay)
+            .map(Some)
+            .map_err(|no| no.error(self.full_path(&n.path), "its retry delay"))
     }
 
     fn exhausted(&self, n: &CompiledNote<S>, attempts: u32, last: CadenceError) -> CadenceError {
