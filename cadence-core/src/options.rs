@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::MAX_TTL;
 use crate::error::{CadenceError, Problem};
 use crate::hook::{Outcome, TraceContext};
 
@@ -76,11 +77,6 @@ impl RunOptions {
         self.trace.as_ref()
     }
 }
-
-/// The longest TTL a checkpoint lease or a retained outcome may have: a century, so that every
-/// expiry is a date that stores can write (RFC 3339 has four-digit years) and that no clock
-/// arithmetic overflows.
-pub(crate) const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// The problem with a TTL longer than [`MAX_TTL`], if it is.
 pub(crate) fn check_ttl(what: &str, ttl: Duration) -> Option<Problem> {

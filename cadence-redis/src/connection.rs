@@ -124,12 +124,12 @@ impl RedisBuilder {
         if self.lease_ttl < Duration::from_millis(1) {
             problems.push("the lease TTL must be at least 1 ms");
         }
-        // Redis refuses expiries past what its clock holds; a century is plenty.
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-        if self.record_ttl > CENTURY {
+        // The core's bound on checkpoint TTLs (Redis refuses expiries past what its clock holds).
+        use cadence_core::checkpoint::MAX_TTL;
+        if self.record_ttl > MAX_TTL {
             problems.push("the record TTL must be at most 100 years");
         }
-        if self.lease_ttl > CENTURY {
+        if self.lease_ttl > MAX_TTL {
             problems.push("the lease TTL must be at most 100 years");
         }
         if self.command_timeout.is_zero() {

@@ -34,6 +34,11 @@ pub use memory::MemoryStore;
 /// The record format version this library writes and reads (CKP-2).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The longest TTL a checkpoint lease, a retained outcome or a store's record may have: a
+/// century, so that every expiry is a date that stores can write (RFC 3339 has four-digit
+/// years) and that no clock arithmetic overflows. Longer ones are validation errors.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 /// The boxed future a [`CheckpointStore`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CadenceError>> + Send + 'a>>;
 
