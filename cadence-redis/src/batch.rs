@@ -101,7 +101,8 @@ pub(crate) const LANES: usize = 2;
 /// (`LeaseLost`), or the acquisition finds no record.
 ///
 /// Index updates (`I`, `J`, `E`, `C`) are gathered per index key and applied after the
-/// operations, one `ZADD` and/or one `ZREM` with every member and one `PEXPIRE` per index;
+/// operations, one `ZADD` (with the [`INDEX_ANCHOR`](crate::INDEX_ANCHOR), whose text the
+/// script holds) and/or one `ZREM` with every member and one `PEXPIRE` per index;
 /// the updates gathered so far are applied before an operation in lower case, so that a run
 /// removed from the index and added again by later operations of one batch ends indexed.
 static BATCH: LazyLock<Script> = LazyLock::new(|| {
@@ -117,6 +118,8 @@ if n == 0 or not string.find(codes, '^[SAICsaicEJKTBejktb]*$') then
   return redis.error_reply('bad batch ops: ' .. codes)
 end
 local KEYS, ARGV, call, type = KEYS, ARGV, redis.pcall, type
+-- keys::INDEX_ANCHOR, added with every ZADD: it keeps the index a skiplist.
+local ANCHOR = '¶ cadence-redis: keeps this index a skiplist (O(log n) updates); not a run'
 -- KEYS[i] is what op i reads first.
 local read = redis.call('MGET', unpack(KEYS, 1, n))
 -- The codes, then each op's status in its place.
@@ -128,7 +131,7 @@ local groups, failed
 local function index()
   for key, g in pairs(groups) do
     local r
-    if #g[1] > 0 then r = call('ZADD', key, unpack(g[1])) end
+    if #g[1] > 0 then r = call('ZADD', key, '-inf', ANCHOR, unpack(g[1])) end
     if not (type(r) == 'table' and r.err) and #g[2] > 0 then r = call('ZREM', key, unpack(g[2])) end
     if not (type(r) == 'table' and r.err) then r = call('PEXPIRE', key, index_ttl) end
     if type(r) == 'table' and r.err then
@@ -772,6 +775,14 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // REDIS-2: the script adds the same anchor as the pipelined index updates.
+    #[test]
+    fn the_script_adds_the_index_anchor() {
+        let src = include_str!("batch.rs");
+        let lua = format!("local ANCHOR = '{}'", crate::INDEX_ANCHOR);
+        assert!(src.contains(&lua), "BATCH must define {lua}");
+    }
 
     // REDIS-4: a store used outside any tokio runtime fails the operation instead of panicking
     // in `tokio::spawn` (no Redis needed: the connection is lazy and never used).

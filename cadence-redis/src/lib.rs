@@ -39,7 +39,8 @@
 //!
 //! Everything is re-exported at the root: [`Redis`] and [`RedisBuilder`] (the connection and
 //! its options), [`RedisStore`], [`RedisEventSink`], [`RedisEventReader`] with [`StartAt`],
-//! [`RedisCircuitState`], and [`redact_url`].
+//! [`RedisCircuitState`], [`redact_url`], and [`INDEX_ANCHOR`] (the one member of a
+//! cadence's run index that is not a run).
 //!
 //! ## Features
 //!
@@ -61,6 +62,7 @@ pub use connection::{
     RedisBuilder, redact_url,
 };
 pub use events::{DEFAULT_BUFFER, DEFAULT_MAX_LEN, RedisEventReader, RedisEventSink, StartAt};
+pub use keys::INDEX_ANCHOR;
 pub use store::RedisStore;
 
 /// The README's code blocks, compiled as doctests.

@@ -12,7 +12,7 @@ use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKin
 
 use crate::batch::{Batcher, Op};
 use crate::connection::{Redis, millis, unix_millis_now};
-use crate::keys::{Part, RunKeys};
+use crate::keys::{INDEX_ANCHOR, Part, RunKeys};
 
 /// Lease acquisition (REDIS-3): set the lease only if absent, with a fencing token one
 /// higher than any before. KEYS: lease, fence. ARGV: lease TTL ms, fence TTL ms.
@@ -110,7 +110,7 @@ const LIST_BATCH: usize = 256;
 ///   this store holds is fenced like a save and releases the lease in the same round trip.
 ///   `list` reads records and lease flags in pipelines of 256.
 /// - **Index updates** (REDIS-2): a save without a lease, and the first save under a lease,
-///   update the run's index entry (`ZADD`, `PEXPIRE`); later saves under the same lease do so
+///   update the run's index entry (`ZADD`, with the [`INDEX_ANCHOR`], and `PEXPIRE`); later saves under the same lease do so
 ///   only when the last update is 1 s old (or the record TTL, if shorter). Every index update
 ///   sets the index TTL to the record TTL plus that second, so the index always outlives
 ///   every record in it; the index's update times are exact to within that second (each
@@ -180,6 +180,22 @@ fn is_noscript(e: &RedisError) -> bool {
 /// long, its record's TTL: see `RedisStore`'s docs).
 fn index_every(redis: &Redis) -> Duration {
     INDEX_EVERY.min(redis.record_ttl())
+}
+
+/// Adds to `pipe` the update of `run_id`'s entry in `index` (scored now), with the
+/// [`INDEX_ANCHOR`] (the group-commit script does the same), and the index TTL.
+fn index_add(pipe: &mut Pipeline, index: &str, run_id: &str, index_ttl: u64) {
+    pipe.cmd("ZADD")
+        .arg(index)
+        .arg("-inf")
+        .arg(INDEX_ANCHOR)
+        .arg(unix_millis_now())
+        .arg(run_id)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(index)
+        .arg(index_ttl)
+        .ignore();
 }
 
 /// The index TTL: the record TTL plus [`index_every`], so the index outlives every record
@@ -343,16 +359,8 @@ impl RedisStore {
             .arg(bytes)
             .arg("PX")
             .arg(ttl)
-            .ignore()
-            .cmd("ZADD")
-            .arg(&index)
-            .arg(unix_millis_now())
-            .arg(run_id)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&index)
-            .arg(index_ttl)
             .ignore();
+        index_add(&mut pipe, &index, run_id, index_ttl);
         let mut conn = self.redis.connection();
         self.redis
             .run(|| format!("writing {key}"), async {
@@ -520,15 +528,7 @@ impl CheckpointStore for RedisStore {
                 .ignore();
             if indexed {
                 let index = stem.key(Part::Index);
-                pipe.cmd("ZADD")
-                    .arg(&index)
-                    .arg(unix_millis_now())
-                    .arg(&record.run_id)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&index)
-                    .arg(index_ttl_ms(&self.redis))
-                    .ignore();
+                index_add(&mut pipe, &index, &record.run_id, index_ttl_ms(&self.redis));
             }
             let mut conn = self.redis.connection();
             self.redis
@@ -631,7 +631,7 @@ impl CheckpointStore for RedisStore {
             let now = SystemTime::now();
             let mut out: BTreeMap<(String, String), RunSummary> = BTreeMap::new();
             for (index, escaped) in indexes {
-                let ids: Vec<String> = self
+                let mut ids: Vec<String> = self
                     .redis
                     .run(|| format!("reading {index}"), async {
                         redis::cmd("ZRANGE")
@@ -642,6 +642,7 @@ impl CheckpointStore for RedisStore {
                             .await
                     })
                     .await?;
+                ids.retain(|id| id != INDEX_ANCHOR);
                 let mut gone = Vec::new();
                 for chunk in ids.chunks(LIST_BATCH) {
                     let mut pipe = redis::pipe();

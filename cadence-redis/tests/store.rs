@@ -224,14 +224,27 @@ async fn list_filters_and_prunes_expired_entries() {
             .unwrap()
     };
     let index = store.index_key("a");
-    assert_eq!(members(redis.clone(), index.clone()).await, ["1", "3"]);
+    // The anchor sorts first and keeps the index a skiplist (O(log n) updates) even this
+    // small; `list` does not report it.
+    assert_eq!(
+        members(redis.clone(), index.clone()).await,
+        [cadence_redis::INDEX_ANCHOR, "1", "3"]
+    );
+    let mut conn = redis.connection();
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&index)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(encoding, "skiplist");
     let listed = store.list(Some("a")).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].run_id, "3");
     assert_eq!(
         members(redis.clone(), index).await,
-        ["3"],
-        "list pruned the expired entry"
+        [cadence_redis::INDEX_ANCHOR, "3"],
+        "list pruned the expired entry and kept the anchor"
     );
 }
 
@@ -950,6 +963,22 @@ async fn within_one_batch_a_run_cleared_then_saved_again_stays_indexed() {
     r.fence = first.token;
     store.save(&r, Some(&first)).await.unwrap();
     assert_eq!(store.list(Some(cadence)).await.unwrap().len(), 1);
+    // The group commit's index update adds the anchor too: a skiplist from the first entry.
+    let mut conn = store.redis().connection();
+    let (encoding, anchor): (String, Option<f64>) = redis::pipe()
+        .cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(store.index_key(cadence))
+        .cmd("ZSCORE")
+        .arg(store.index_key(cadence))
+        .arg(cadence_redis::INDEX_ANCHOR)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        (encoding.as_str(), anchor),
+        ("skiplist", Some(f64::NEG_INFINITY))
+    );
     // One batch: the run's clear (releasing the lease and leaving the index), its acquisition
     // (the next token), and the first save under that token (joining the index again).
     let next = Lease::new(cadence, "r", first.token + 1);

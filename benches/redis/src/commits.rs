@@ -56,7 +56,7 @@ pub(crate) fn ckpt_commits(config: &Config) -> Outcome {
             writes as f64 / start.elapsed().as_secs_f64()
         },
     );
-    // Leave nothing behind but expiring fence counters.
+    // Leave nothing behind but expiring fence counters and run index.
     rt.block_on(work.clean_up());
     paired.into()
 }
