@@ -22,8 +22,8 @@ use std::fmt::Write as _;
 ///
 /// Redis keeps a small sorted set (up to `zset-max-listpack-entries`, 128 by default) as one
 /// flat list, in which every `ZADD` and `ZREM` scans the members one by one, parsing each
-/// score from text: with 64 runs in flight that was about a fifth of the server's work per
-/// checkpoint save (the anchor took it from 36.7k to 33.6k instructions per commit). A
+/// score from text: with 64 runs in flight that was about an eighth of the server's work per
+/// checkpoint save (the anchor took its instructions per commit from 36.7k to 33.6k). A
 /// member longer than `zset-max-listpack-value` (64 bytes by default) makes Redis use the
 /// skiplist instead, whatever the size; every index update adds this one
 /// (with the score `-inf`, so it sorts first), so an index is a skiplist from its first
