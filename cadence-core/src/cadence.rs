@@ -365,9 +365,9 @@ impl<S: Send + 'static> Cadence<S> {
                     flags: Some(&flags),
                 };
                 match (&self.inner.checkpoint, ckpt_opts) {
-                    (Some(cfg), Some(opts)) => {
+                    (Some(cfg), Some(mut opts)) => {
                         let run: Pin<Box<dyn Future<Output = End> + Send + '_>> =
-                            Box::pin(rc.execute_checkpointed(cfg, &mut score, *opts));
+                            Box::pin(rc.execute_checkpointed(cfg, &mut score, &mut opts));
                         run.await
                     }
                     _ => rc.execute(&mut score).await,

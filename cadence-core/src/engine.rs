@@ -826,14 +826,19 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
     }
 
     /// A checkpointed root run (CKP-4…9): open the session, then run or replay.
+    ///
+    /// The options come by reference (the trace context is taken out of them): an async fn
+    /// keeps its arguments for as long as it runs, and this future is allocated by every
+    /// checkpointed run, so it is kept under the allocator's small-size limit (1 KiB).
     pub(crate) async fn execute_checkpointed(
         &self,
         cfg: &Checkpointing<S>,
         score: &mut S,
-        opts: CheckpointRunOptions,
+        opts: &mut CheckpointRunOptions,
     ) -> End {
         let valid: Vec<&str> = self.inner.measures.iter().map(|m| &*m.path).collect();
-        let trace = opts.trace.or_else(|| {
+        let retain_outcome = opts.retain_outcome;
+        let trace = opts.trace.take().or_else(|| {
             self.inner
                 .hooks
                 .iter()
@@ -851,6 +856,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             score,
         )
         .await;
+        drop(valid);
         match opened {
             Err(e) => {
                 let extras = Extras {
@@ -891,7 +897,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 let extras = Extras {
                     preset: None,
                     session: Some(&*session),
-                    retain: opts.retain_outcome,
+                    retain: retain_outcome,
                 };
                 rc.execute_with(score, Some(Box::new(extras))).await
             }
