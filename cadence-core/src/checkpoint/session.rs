@@ -219,16 +219,6 @@ pub(crate) struct Session<S> {
     stamped: AtomicU64,
 }
 
-/// What [`Session::open`] was asked, for its synchronous part.
-struct Start<'a> {
-    cadence: &'a str,
-    run_id: &'a str,
-    fingerprint: &'a str,
-    allow_mismatch: bool,
-    trace: Option<TraceContext>,
-    valid_paths: &'a [&'a str],
-}
-
 /// A run that does not go on after its record was loaded: what [`Session::open`] returns
 /// once it has released the lease and then dropped the in-process guard.
 struct Stop<S> {
@@ -272,15 +262,16 @@ impl<S> Session<S> {
         // future every checkpointed run allocates (inline, the record, the stored score and
         // the maps were held across each release: 1424 bytes instead of 728). The in-process
         // guard is dropped only after the release.
-        let start = Start {
-            cadence,
-            run_id,
-            fingerprint,
+        let started = Self::start(
+            cfg,
+            (cadence, run_id, fingerprint),
             allow_mismatch,
             trace,
             valid_paths,
-        };
-        match Self::start(cfg, start, held, lease, loaded, score) {
+            (held, lease, loaded),
+            score,
+        );
+        match started {
             Ok(session) => Ok(Opened::Run(session)),
             Err(stop) => {
                 if let Some(lease) = &stop.lease {
@@ -292,23 +283,17 @@ impl<S> Session<S> {
         }
     }
 
-    /// The synchronous part of [`open`](Self::open) once the record is loaded: CKP-5…8.
+    /// The synchronous part of [`open`](Self::open) once the record is loaded (with the
+    /// guard and lease taken for it): CKP-5…8.
     fn start(
         cfg: &Checkpointing<S>,
-        start: Start<'_>,
-        held: HeldKey,
-        lease: Option<Lease>,
-        loaded: Option<Record>,
+        (cadence, run_id, fingerprint): (&str, &str, &str),
+        allow_mismatch: bool,
+        trace: Option<TraceContext>,
+        valid_paths: &[&str],
+        (held, lease, loaded): (HeldKey, Option<Lease>, Option<Record>),
         score: &mut S,
     ) -> Result<Box<Session<S>>, Box<Stop<S>>> {
-        let Start {
-            cadence,
-            run_id,
-            fingerprint,
-            allow_mismatch,
-            trace,
-            valid_paths,
-        } = start;
         let stop = |held, lease, exit| Box::new(Stop { held, lease, exit });
         let mut forced = false;
         let mut completed = HashSet::new();
