@@ -30,6 +30,7 @@ use crate::cond::EvalFn;
 use crate::error::CheckpointErrorKind;
 use crate::error::TimeoutScope;
 use crate::error::{BoxError, CadenceError, ErrorKind, panic_message};
+use crate::event::BoxFuture;
 use crate::fallback::{Fallback, FallbackKind};
 use crate::handler::{Handler, HandlerFn, OnError};
 use crate::hook::{
@@ -46,7 +47,6 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 type Panic = Box<dyn Any + Send>;
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One attempt of a note on the lean path (see `RunCtx::is_lean`), as its raw result
 /// (`Result<NoteResult, Panic>`), inside an `async fn` of `RunCtx`: the context `$cx` (a
@@ -1166,7 +1166,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                 );
                 // Boxed: composite measures are rarer, and inlining their (large) futures would
                 // make every plain note's future as big as a parallel group's.
-                let fut: Pin<Box<dyn Future<Output = Result<Flow, CadenceError>> + Send + '_>> =
+                let fut: BoxFuture<'_, Result<Flow, CadenceError>> =
                     Box::pin(self.exec_composite(m, score).instrument(span));
                 fut.await
             }

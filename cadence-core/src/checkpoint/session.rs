@@ -20,9 +20,7 @@
 //! again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::hash::BuildHasherDefault;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -613,7 +611,7 @@ impl<S> Session<S> {
                 // would make every run's `finish` future (which the engine boxes) larger, as
                 // it holds `done` as well: 1080 bytes instead of 952, over the 1 KiB above
                 // which glibc's allocator takes its slow path.
-                let retry: Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                let retry: crate::event::BoxFuture<'_, _> =
                     Box::pin(self.write_end(&mut rec, again, &final_score, retain, true));
                 match retry.await {
                     Ok(()) => return done,
