@@ -856,6 +856,7 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
             score,
         )
         .await;
+        // Not held across the run: it would only make this future larger.
         drop(valid);
         match opened {
             Err(e) => {

@@ -25,9 +25,9 @@ use std::fmt::Write as _;
 /// score from text: with 64 runs in flight that was about an eighth of the server's work per
 /// checkpoint save (the anchor took its instructions per commit from 36.7k to 33.6k). A
 /// member longer than `zset-max-listpack-value` (64 bytes by default) makes Redis use the
-/// skiplist instead, whatever the size; every index update adds this one
-/// (with the score `-inf`, so it sorts first), so an index is a skiplist from its first
-/// entry on. The cost is memory: a few dozen bytes more per run in flight.
+/// skiplist instead, whatever the size; every index update adds this one (with the score
+/// `-inf`, so it sorts first), so an index is a skiplist from its first entry on. The cost
+/// is memory: a few dozen bytes more per run in flight.
 ///
 /// It contains a non-ASCII character, so no run id (printable ASCII, RUN-2) is ever equal to
 /// it; [`RedisStore::list`](crate::RedisStore) skips it, and so should anything else that

@@ -110,13 +110,13 @@ const LIST_BATCH: usize = 256;
 ///   this store holds is fenced like a save and releases the lease in the same round trip.
 ///   `list` reads records and lease flags in pipelines of 256.
 /// - **Index updates** (REDIS-2): a save without a lease, and the first save under a lease,
-///   update the run's index entry (`ZADD`, with the [`INDEX_ANCHOR`], and `PEXPIRE`); later saves under the same lease do so
-///   only when the last update is 1 s old (or the record TTL, if shorter). Every index update
-///   sets the index TTL to the record TTL plus that second, so the index always outlives
-///   every record in it; the index's update times are exact to within that second (each
-///   record's own `updated_at` is exact). A run's end removes its entry with the same
-///   round trip. Under a lease the index update is part of the fenced operation and happens
-///   only if the fenced write did.
+///   update the run's index entry (`ZADD`, with the [`INDEX_ANCHOR`], and `PEXPIRE`); later
+///   saves under the same lease do so only when the last update is 1 s old (or the record
+///   TTL, if shorter). Every index update sets the index TTL to the record TTL plus that
+///   second, so the index always outlives every record in it; the index's update times are
+///   exact to within that second (each record's own `updated_at` is exact). A run's end
+///   removes its entry with the same round trip. Under a lease the index update is part of
+///   the fenced operation and happens only if the fenced write did.
 /// - **Failures** (REDIS-4): every command runs within the command timeout (default 2 s) and
 ///   fails with `Checkpoint` kind `Unavailable` naming the URL (without credentials) and the
 ///   cause; the run then fails or continues per the builder's `on_checkpoint_error` (CKP-8).

@@ -217,8 +217,9 @@ pub(crate) struct Session<S> {
     stamped: AtomicU64,
 }
 
-/// A run that does not go on after its record was loaded: what [`Session::open`] returns
-/// once it has released the lease and then dropped the in-process guard.
+/// A run that does not go on after its record was loaded (a replay or an error), as the
+/// synchronous part of [`Session::open`] hands it back: `open` releases the lease, then drops
+/// the in-process guard, then returns `exit`.
 struct Stop<S> {
     held: HeldKey,
     lease: Option<Lease>,
