@@ -215,19 +215,24 @@ impl RedisStore {
         }
     }
 
-    /// Applies `op` in the next group commit (see [`crate::batch`]); its own reply, within
-    /// the command timeout (the batcher keeps that bound, so no timer is set per operation).
-    async fn batched(&self, what: impl FnOnce() -> String, op: Op) -> Result<Value, CadenceError> {
-        let reply = self
-            .batch
-            .submit(&self.redis, op)
-            .await
-            .unwrap_or_else(|_| {
-                Err(RedisError::from((
-                    ErrorKind::Io,
-                    "the batch carrying this command was dropped",
-                )))
-            });
+    /// The reply to an operation submitted to the group commit (see [`crate::batch`]), its
+    /// own, within the command timeout (the batcher keeps that bound, so no timer is set per
+    /// operation); `what` names the operation in its error.
+    ///
+    /// The methods that use the group commit submit their operation when they are called,
+    /// not when their future is first polled, so that future holds only this reply's
+    /// receiver: operations are applied in the order of the calls.
+    async fn answer(
+        &self,
+        reply: tokio::sync::oneshot::Receiver<RedisResult<Value>>,
+        what: impl FnOnce() -> String,
+    ) -> Result<Value, CadenceError> {
+        let reply = reply.await.unwrap_or_else(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "the batch carrying this command was dropped",
+            )))
+        });
         reply.map_err(|e| match crate::batch::is_no_answer(&e) {
             true => self.redis.timed_out(what()),
             false => self.redis.error(what(), &e),
@@ -491,34 +496,42 @@ impl CheckpointStore for RedisStore {
         })
     }
 
+    /// A fenced save (with a lease) is submitted to the group commit when this is called, not
+    /// when the future is first polled: the future then holds only where the reply comes
+    /// (tens of bytes, not the hundreds of the whole save), which matters on a path taken
+    /// once per note. Dropping the future before its batch is taken still withdraws the save
+    /// (see [`crate::batch`]).
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let stem = self.redis.keys().stem(&record.cadence, &record.run_id);
-            let indexed = self.index_due(stem.as_str(), lease);
-            let payload = record.to_json();
-            let ttl = self.ttl_of(record);
-            let what = || {
-                format!(
-                    "saving the checkpoint of run '{}' of '{}'",
-                    record.run_id, record.cadence
-                )
+        let stem = self.redis.keys().stem(&record.cadence, &record.run_id);
+        let indexed = self.index_due(stem.as_str(), lease);
+        let payload = record.to_json();
+        let ttl = self.ttl_of(record);
+        let what = || {
+            format!(
+                "saving the checkpoint of run '{}' of '{}'",
+                record.run_id, record.cadence
+            )
+        };
+        if let Some(lease) = lease {
+            // Fenced: one operation of the next group commit. `None`: the record TTL (a save
+            // between index updates then keeps the TTL the last one set, so it is at most
+            // `index_every` short).
+            let own_ttl = (ttl != self.redis.record_ttl_ms()).then_some(ttl);
+            let op = match indexed {
+                false => Op::save(stem, lease.token, payload, own_ttl),
+                true => {
+                    Op::save_indexed(false, stem, lease.token, payload, own_ttl, &record.run_id)
+                }
             };
-            if let Some(lease) = lease {
-                // Fenced: one operation of the next group commit. `None`: the record TTL (a
-                // save between index updates then keeps the TTL the last one set, so it is at
-                // most `index_every` short).
-                let own_ttl = (ttl != self.redis.record_ttl_ms()).then_some(ttl);
-                let op = match indexed {
-                    false => Op::save(stem, lease.token, payload, own_ttl),
-                    true => {
-                        Op::save_indexed(false, stem, lease.token, payload, own_ttl, &record.run_id)
-                    }
-                };
-                return match self.batched(what, op).await? {
+            let reply = self.batch.submit(&self.redis, op);
+            return Box::pin(async move {
+                match self.answer(reply, what).await? {
                     Value::Int(1) => Ok(()),
                     _ => Err(self.lease_lost(lease)),
-                };
-            }
+                }
+            });
+        }
+        Box::pin(async move {
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
                 .arg(stem.key(Part::Record))
@@ -828,15 +841,16 @@ impl CheckpointStore for RedisStore {
         run_id: &'a str,
         ttl: Duration,
     ) -> StoreFuture<'a, (Lease, Option<Record>)> {
+        // Submitted now, as `save` is.
+        let stem = self.redis.keys().stem(cadence, run_id);
+        let run = stem.as_str().to_owned();
+        let op = Op::acquire_load(stem, millis(ttl), self.fence_ttl_ms(ttl));
+        let reply = self.batch.submit(&self.redis, op);
         Box::pin(async move {
-            let stem = self.redis.keys().stem(cadence, run_id);
-            let run = stem.as_str().to_owned();
-            let op = Op::acquire_load(stem, millis(ttl), self.fence_ttl_ms(ttl));
             let reply = self
-                .batched(
-                    || format!("acquiring the lease of run '{run_id}' of '{cadence}'"),
-                    op,
-                )
+                .answer(reply, || {
+                    format!("acquiring the lease of run '{run_id}' of '{cadence}'")
+                })
                 .await?;
             let reply = match reply {
                 Value::Array(values) => values,
@@ -895,34 +909,35 @@ impl CheckpointStore for RedisStore {
         end: RunEnd<'a>,
         lease: Option<&'a Lease>,
     ) -> StoreFuture<'a, ()> {
+        let Some(lease) = lease else {
+            return match end {
+                RunEnd::Clear => self.clear(cadence, run_id),
+                RunEnd::Save(record) => self.save(record, None),
+                _ => Box::pin(std::future::ready(Ok(()))),
+            };
+        };
+        // Submitted now, as `save` is.
+        let stem = self.redis.keys().stem(cadence, run_id);
+        self.invalidate(stem.as_str());
+        let run = stem.as_str().to_owned();
+        let op = match end {
+            RunEnd::Save(record) => Op::save_indexed(
+                true,
+                stem,
+                lease.token,
+                record.to_json(),
+                Some(self.ttl_of(record)),
+                run_id,
+            ),
+            RunEnd::Clear => Op::clear(stem, lease.token, run_id),
+            _ => Op::release(stem, lease.token),
+        };
+        let done = self.batch.submit(&self.redis, op);
         Box::pin(async move {
-            let Some(lease) = lease else {
-                return match end {
-                    RunEnd::Clear => self.clear(cadence, run_id).await,
-                    RunEnd::Save(record) => self.save(record, None).await,
-                    _ => Ok(()),
-                };
-            };
-            let stem = self.redis.keys().stem(cadence, run_id);
-            self.invalidate(stem.as_str());
-            let run = stem.as_str().to_owned();
-            let op = match end {
-                RunEnd::Save(record) => Op::save_indexed(
-                    true,
-                    stem,
-                    lease.token,
-                    record.to_json(),
-                    Some(self.ttl_of(record)),
-                    run_id,
-                ),
-                RunEnd::Clear => Op::clear(stem, lease.token, run_id),
-                _ => Op::release(stem, lease.token),
-            };
             let done = self
-                .batched(
-                    || format!("ending the checkpoint of run '{run_id}' of '{cadence}'"),
-                    op,
-                )
+                .answer(done, || {
+                    format!("ending the checkpoint of run '{run_id}' of '{cadence}'")
+                })
                 .await?;
             if matches!(end, RunEnd::Keep) {
                 // A stale release does nothing (REDIS-3), as in `release_lease`.
