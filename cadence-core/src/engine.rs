@@ -1083,10 +1083,15 @@ impl<'r, S: Send + 'static> RunCtx<'r, S> {
                             session.defer_last(&m.path);
                             continue;
                         }
-                        let encoded = session.encode(score);
-                        let save: BoxFuture<'_, Result<usize, CadenceError>> =
-                            Box::pin(session.measure_completed(&m.path, encoded));
-                        let saved = match save.await {
+                        let saved = match session.encode(score) {
+                            Ok(encoded) => {
+                                let save: BoxFuture<'_, Result<usize, CadenceError>> =
+                                    Box::pin(session.measure_completed(&m.path, encoded));
+                                save.await
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let saved = match saved {
                             Ok(n) => {
                                 self.emit(Occ::CheckpointSaved(&m.path, n), None);
                                 Ok(())

@@ -79,15 +79,20 @@ pub(crate) struct RunFlags {
 }
 
 /// The in-process ownership guard (CKP-9): one per (store, cadence, run id).
+///
+/// The keys held live in one process-wide set split into [`HELD_SHARDS`] shards by the key's
+/// hash, each behind a mutex of its own: runs of different keys rarely take the same lock
+/// (every run takes one twice, at its start and at its end). A key is one allocation, shared
+/// by the guard and its shard's set.
 pub(crate) struct HeldKey {
-    key: (usize, String, String),
+    shard: &'static HeldShard,
+    key: Arc<[u8]>,
 }
 
-fn held() -> &'static Mutex<HashSet<(usize, String, String)>> {
-    static HELD: std::sync::OnceLock<Mutex<HashSet<(usize, String, String)>>> =
-        std::sync::OnceLock::new();
-    HELD.get_or_init(Default::default)
-}
+/// Shards of the set of held keys.
+const HELD_SHARDS: usize = 64;
+
+type HeldShard = Mutex<HashSet<Arc<[u8]>>>;
 
 impl HeldKey {
     pub(crate) fn take(
@@ -95,23 +100,38 @@ impl HeldKey {
         cadence: &str,
         run_id: &str,
     ) -> Option<Self> {
-        let key = (
-            Arc::as_ptr(store) as *const () as usize,
-            cadence.to_owned(),
-            run_id.to_owned(),
+        static SHARDS: std::sync::OnceLock<[HeldShard; HELD_SHARDS]> = std::sync::OnceLock::new();
+        // The store's address and the cadence's length, then the cadence and the run id: no
+        // two (store, cadence, run id) give the same bytes. Collected from an iterator of
+        // known length: one allocation.
+        let store = (Arc::as_ptr(store) as *const () as usize).to_le_bytes();
+        let len = cadence.len().to_le_bytes();
+        let key: Arc<[u8]> = store
+            .iter()
+            .chain(&len)
+            .chain(cadence.as_bytes())
+            .chain(run_id.as_bytes())
+            .copied()
+            .collect();
+        let hash = std::hash::BuildHasher::hash_one(
+            &BuildHasherDefault::<std::hash::DefaultHasher>::default(),
+            &*key,
         );
-        let inserted = held()
+        // The remainder is below HELD_SHARDS, so it fits in usize.
+        let shard = &SHARDS.get_or_init(|| std::array::from_fn(|_| Mutex::default()))
+            [(hash % HELD_SHARDS as u64) as usize];
+        let inserted = shard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
+            .insert(Arc::clone(&key));
         // Built only when taken: a dropped HeldKey removes its key.
-        inserted.then(|| HeldKey { key })
+        inserted.then_some(HeldKey { shard, key })
     }
 }
 
 impl Drop for HeldKey {
     fn drop(&mut self) {
-        held()
+        self.shard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
@@ -380,6 +400,17 @@ impl<S> Session<S> {
         };
         let mut record = record;
         record.fence = lease.as_ref().map_or(0, |l| l.token);
+        // Sized once for a run's top-level measures (a hint for the notes too), rather than
+        // regrown as they complete.
+        let measures = valid_paths.len();
+        record
+            .completed
+            .reserve(measures.saturating_sub(record.completed.len()));
+        let attempts = Attempts {
+            notes: Vec::with_capacity(measures),
+            index: HashMap::with_capacity_and_hasher(measures, BuildHasherDefault::default()),
+            dirty: Vec::with_capacity(measures),
+        };
         Ok(Box::new(Session {
             store: cfg.store.clone(),
             codec: cfg.codec,
@@ -391,7 +422,7 @@ impl<S> Session<S> {
             completed,
             members,
             prior,
-            attempts: Mutex::new(Attempts::default()),
+            attempts: Mutex::new(attempts),
             deferred: Mutex::new(None),
             resumed,
             forced,
@@ -498,21 +529,26 @@ impl<S> Session<S> {
 
     /// CKP-4: after a completed top-level measure but the last; returns the completed count
     /// once saved.
+    ///
+    /// Takes the encoded score, not the encoding's `Result`: an async fn keeps its arguments
+    /// for its whole life, and an error would make every save's future the larger.
     pub(crate) async fn measure_completed(
         &self,
         path: &str,
-        encoded: Result<RawJson, CadenceError>,
+        encoded: RawJson,
     ) -> Result<usize, CadenceError> {
-        let encoded = encoded?;
-        // Uncontended unless a parallel group's member is saving.
+        // Uncontended unless a parallel group's member is saving; the wait for the lock is
+        // boxed, so that this future holds a pointer, not tokio's wait node, on the common
+        // path (this future is boxed once per save: small, it is a cheap allocation).
         let mut rec = match self.record.try_lock() {
             Ok(rec) => rec,
-            Err(_) => self.record.lock().await,
+            Err(_) => Box::pin(self.record.lock()).await,
         };
         rec.score = encoded;
         rec.completed.push(path.to_owned());
         rec.members.clear();
-        self.write(&mut rec).await?;
+        self.stamp(&mut rec);
+        self.store.save(&rec, self.lease.as_ref()).await?;
         Ok(rec.completed.len())
     }
 
@@ -751,6 +787,32 @@ impl<S> Drop for Session<S> {
             handle.spawn(async move {
                 let _ = store.release_lease(&lease).await;
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemoryStore;
+
+    // CKP-9: the in-process guard is per (store, cadence, run id): held once, free again when
+    // dropped, and neither another store nor another split of the same text shares it.
+    #[test]
+    fn a_held_key_is_exclusive_per_store_cadence_and_run_id() {
+        let one: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let two: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let held = HeldKey::take(&one, "ab", "c").expect("free");
+        assert!(HeldKey::take(&one, "ab", "c").is_none(), "held twice");
+        let other_store = HeldKey::take(&two, "ab", "c").expect("another store");
+        let other_split = HeldKey::take(&one, "a", "bc").expect("another cadence and run id");
+        let other_run = HeldKey::take(&one, "ab", "d").expect("another run id");
+        drop(held);
+        let again = HeldKey::take(&one, "ab", "c").expect("free once dropped");
+        assert!(HeldKey::take(&two, "ab", "c").is_none());
+        drop((again, other_store, other_split, other_run));
+        for store in [&one, &two] {
+            assert!(HeldKey::take(store, "ab", "c").is_some());
         }
     }
 }
