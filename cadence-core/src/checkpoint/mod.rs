@@ -155,6 +155,17 @@ impl Record {
         fingerprint: impl Into<String>,
         score: serde_json::Value,
     ) -> Self {
+        Record::with_raw_score(cadence, run_id, fingerprint, raw_json(&score))
+    }
+
+    /// A fresh `running` record with an already serialized score (a checkpointed run's first
+    /// record: its score is encoded once, not as a `Value` first).
+    pub(crate) fn with_raw_score(
+        cadence: impl Into<String>,
+        run_id: impl Into<String>,
+        fingerprint: impl Into<String>,
+        score: RawJson,
+    ) -> Self {
         let now = now_rfc3339();
         Record {
             version: FORMAT_VERSION,
@@ -164,7 +175,7 @@ impl Record {
             status: RecordStatus::Running,
             completed: Vec::new(),
             members: BTreeMap::new(),
-            score: raw_json(&score),
+            score,
             attempts: BTreeMap::new(),
             trace: None,
             fence: 0,

@@ -82,17 +82,31 @@ pub(crate) struct RunFlags {
 ///
 /// The keys held live in one process-wide set split into [`HELD_SHARDS`] shards by the key's
 /// hash, each behind a mutex of its own: runs of different keys rarely take the same lock
-/// (every run takes one twice, at its start and at its end). A key is one allocation, shared
-/// by the guard and its shard's set.
+/// (every run takes one twice, at its start and at its end). A key is hashed once, with the
+/// process's randomly keyed SipHash (run ids may come from outside: no chosen collisions),
+/// and is one allocation, shared by the guard and its shard's set.
 pub(crate) struct HeldKey {
     shard: &'static HeldShard,
-    key: Arc<[u8]>,
+    held: Held,
 }
 
 /// Shards of the set of held keys.
 const HELD_SHARDS: usize = 64;
 
-type HeldShard = Mutex<HashSet<Arc<[u8]>>>;
+type HeldShard = Mutex<HashSet<Held, BuildHasherDefault<KeyHasher>>>;
+
+/// A held key: its bytes (see [`HeldKey::take`]) and their hash, which is all the set hashes.
+#[derive(Clone, PartialEq, Eq)]
+struct Held {
+    hash: u64,
+    key: Arc<[u8]>,
+}
+
+impl std::hash::Hash for Held {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 impl HeldKey {
     pub(crate) fn take(
@@ -101,31 +115,38 @@ impl HeldKey {
         run_id: &str,
     ) -> Option<Self> {
         static SHARDS: std::sync::OnceLock<[HeldShard; HELD_SHARDS]> = std::sync::OnceLock::new();
+        static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
         // The store's address and the cadence's length, then the cadence and the run id: no
-        // two (store, cadence, run id) give the same bytes. Collected from an iterator of
-        // known length: one allocation.
+        // two (store, cadence, run id) give the same bytes. Written on the stack when short,
+        // so that the key is one allocation.
         let store = (Arc::as_ptr(store) as *const () as usize).to_le_bytes();
         let len = cadence.len().to_le_bytes();
-        let key: Arc<[u8]> = store
-            .iter()
-            .chain(&len)
-            .chain(cadence.as_bytes())
-            .chain(run_id.as_bytes())
-            .copied()
-            .collect();
-        let hash = std::hash::BuildHasher::hash_one(
-            &BuildHasherDefault::<std::hash::DefaultHasher>::default(),
-            &*key,
-        );
-        // The remainder is below HELD_SHARDS, so it fits in usize.
+        let parts = [&store[..], &len, cadence.as_bytes(), run_id.as_bytes()];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let key: Arc<[u8]> = if total <= 128 {
+            let mut buf = [0u8; 128];
+            let mut at = 0;
+            for part in parts {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            Arc::from(&buf[..total])
+        } else {
+            Arc::from(parts.concat())
+        };
+        let hash = std::hash::BuildHasher::hash_one(KEYS.get_or_init(Default::default), &*key);
+        let held = Held { hash, key };
+        // The shard from bits 32 and up, so that the keys of one shard still differ in the
+        // low bits, from which the shard's set picks buckets. The remainder is below
+        // HELD_SHARDS, so it fits in usize.
         let shard = &SHARDS.get_or_init(|| std::array::from_fn(|_| Mutex::default()))
-            [(hash % HELD_SHARDS as u64) as usize];
+            [((hash >> 32) % HELD_SHARDS as u64) as usize];
         let inserted = shard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(Arc::clone(&key));
+            .insert(held.clone());
         // Built only when taken: a dropped HeldKey removes its key.
-        inserted.then_some(HeldKey { shard, key })
+        inserted.then_some(HeldKey { shard, held })
     }
 }
 
@@ -134,7 +155,7 @@ impl Drop for HeldKey {
         self.shard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+            .remove(&self.held);
     }
 }
 
@@ -392,8 +413,7 @@ impl<S> Session<S> {
                         ));
                     }
                 };
-                let mut rec = Record::new(cadence, run_id, fingerprint, serde_json::Value::Null);
-                rec.score = encoded;
+                let mut rec = Record::with_raw_score(cadence, run_id, fingerprint, encoded);
                 rec.trace = trace;
                 rec
             }
