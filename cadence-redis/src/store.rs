@@ -68,7 +68,8 @@ return 1
 
 /// How long a record read with a lease acquisition serves the `load` that follows it.
 const PREFETCH_FOR: Duration = Duration::from_secs(1);
-/// Bound on the leases a store tracks (stale entries are dropped beyond it).
+/// Bound on the leases a store tracks (stale entries are dropped beyond it), split evenly among
+/// the shards of its map.
 const MAX_TRACKED: usize = 100_000;
 
 /// How stale a run's index entry may get while its lease is held (see `RedisStore`'s docs):
@@ -145,11 +146,18 @@ const LIST_BATCH: usize = 256;
 #[derive(Clone)]
 pub struct RedisStore {
     redis: Redis,
-    /// Leases this store acquired, by run (the run's key stem).
-    held: Arc<Mutex<HashMap<String, Held, foldhash::fast::RandomState>>>,
+    /// Leases this store acquired, by run (the run's key stem), in [`HELD_SHARDS`] maps by the
+    /// stem's hash, each behind a mutex of its own: saves of different runs, which look their
+    /// run up, rarely take the same lock.
+    held: Arc<[Mutex<HeldMap>; HELD_SHARDS]>,
     /// Group commit of fenced operations (see [`crate::batch`]).
     batch: Arc<Batcher>,
 }
+
+/// Shards of [`RedisStore`]'s map of the leases it holds.
+const HELD_SHARDS: usize = 16;
+
+type HeldMap = HashMap<String, Held, foldhash::fast::RandomState>;
 
 /// A lease this store acquired and has not released.
 #[derive(Debug)]
@@ -239,17 +247,19 @@ impl RedisStore {
         })
     }
 
-    fn held(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Held, foldhash::fast::RandomState>> {
-        self.held
+    /// The shard of the held leases that holds `run`'s (by its key stem).
+    fn held(&self, run: &str) -> std::sync::MutexGuard<'_, HeldMap> {
+        use std::hash::BuildHasher as _;
+        let hash = foldhash::fast::FixedState::default().hash_one(run);
+        // The remainder is below HELD_SHARDS, so it fits in usize.
+        self.held[(hash % HELD_SHARDS as u64) as usize]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forgets a prefetched record of a run (by its key stem): it was written since.
     fn invalidate(&self, run: &str) {
-        let mut held = self.held();
+        let mut held = self.held(run);
         if held.is_empty() {
             return;
         }
@@ -260,7 +270,7 @@ impl RedisStore {
 
     /// The token of the lease this store holds on a run (by its key stem), if any.
     fn held_token(&self, run: &str) -> Option<u64> {
-        self.held()
+        self.held(run)
             .get(run)
             .filter(|h| !h.released)
             .map(|h| h.token)
@@ -268,7 +278,7 @@ impl RedisStore {
 
     /// Forgets a lease this store held, if it is this token's.
     fn forget(&self, run: &str, token: u64) {
-        let mut held = self.held();
+        let mut held = self.held(run);
         if held.get(run).is_some_and(|h| h.token == token) {
             held.remove(run);
         }
@@ -276,10 +286,10 @@ impl RedisStore {
 
     /// Remembers a lease this store acquired (by the run's key stem).
     fn track(&self, run: String, held: Held) {
-        let mut map = self.held();
-        if map.len() >= MAX_TRACKED {
+        let mut map = self.held(&run);
+        if map.len() >= MAX_TRACKED / HELD_SHARDS {
             map.retain(|_, h| !h.released);
-            if map.len() >= MAX_TRACKED {
+            if map.len() >= MAX_TRACKED / HELD_SHARDS {
                 map.clear();
             }
         }
@@ -293,7 +303,7 @@ impl RedisStore {
     ///
     /// [`invalidate`]: Self::invalidate
     fn index_due(&self, run: &str, lease: Option<&Lease>) -> bool {
-        let mut held = self.held();
+        let mut held = self.held(run);
         if held.is_empty() {
             return true;
         }
@@ -470,7 +480,7 @@ impl CheckpointStore for RedisStore {
             let stem = self.redis.keys().stem(cadence, run_id);
             let key = stem.key(Part::Record);
             let prefetched = self
-                .held()
+                .held(stem.as_str())
                 .get_mut(stem.as_str())
                 .and_then(|h| h.prefetched.take())
                 .filter(|(at, _)| at.elapsed() < PREFETCH_FOR);
@@ -586,7 +596,7 @@ impl CheckpointStore for RedisStore {
                 return Ok(());
             };
             if let Some(h) = self
-                .held()
+                .held(stem.as_str())
                 .get_mut(stem.as_str())
                 .filter(|h| h.token == token)
             {
@@ -801,7 +811,7 @@ impl CheckpointStore for RedisStore {
         Box::pin(async move {
             let stem = self.redis.keys().stem(&lease.cadence, &lease.run_id);
             let was = {
-                let mut held = self.held();
+                let mut held = self.held(stem.as_str());
                 match held.get(stem.as_str()) {
                     Some(h) if h.token == lease.token => held.remove(stem.as_str()),
                     _ => None,
