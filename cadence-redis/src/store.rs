@@ -104,8 +104,10 @@ const LIST_BATCH: usize = 256;
 ///   record *and* release the lease) are each one operation of a **group commit**: the
 ///   operations of concurrent runs submitted while a call is in flight go together in the
 ///   next `EVALSHA` of one Lua script, each checked against its own token, applied atomically
-///   (each command under `redis.pcall`) and answered on its own (see the crate README). The
-///   engine folds the save of a run's last measure into its end write, so an engine run of n
+///   (each command under `redis.pcall`) and answered on its own (see the crate README). These
+///   methods submit their operation when they are called, not when their future is first
+///   polled: operations are applied in the order of the calls, and a future dropped before
+///   its batch is taken withdraws its operation. The engine folds the save of a run's last measure into its end write, so an engine run of n
 ///   measures costs n + 1 round trips. (`acquire_lease` also reads the record in its round
 ///   trip, for a `load` of that run that follows within 1 s.) A `clear` of a run whose lease
 ///   this store holds is fenced like a save and releases the lease in the same round trip.
@@ -510,7 +512,7 @@ impl CheckpointStore for RedisStore {
     /// when the future is first polled: the future then holds only where the reply comes
     /// (tens of bytes, not the hundreds of the whole save), which matters on a path taken
     /// once per note. Dropping the future before its batch is taken still withdraws the save
-    /// (see [`crate::batch`]).
+    /// (see the group commit in [`RedisStore`]'s docs).
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
         let stem = self.redis.keys().stem(&record.cadence, &record.run_id);
         let indexed = self.index_due(stem.as_str(), lease);
