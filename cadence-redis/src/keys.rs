@@ -114,11 +114,6 @@ impl Stem {
         }
     }
 
-    /// The stem as a string of its own.
-    pub(crate) fn into_string(self) -> String {
-        self.text
-    }
-
     /// The run's three keys as strings.
     pub(crate) fn run_keys(&self) -> RunKeys {
         RunKeys {

@@ -12,7 +12,7 @@ use redis::{ErrorKind, Pipeline, RedisError, RedisResult, Script, ServerErrorKin
 
 use crate::batch::{Batcher, Op};
 use crate::connection::{Redis, millis, unix_millis_now};
-use crate::keys::{INDEX_ANCHOR, Part, RunKeys};
+use crate::keys::{INDEX_ANCHOR, Part, RunKeys, Stem};
 
 /// Lease acquisition (REDIS-3): set the lease only if absent, with a fencing token one
 /// higher than any before. KEYS: lease, fence. ARGV: lease TTL ms, fence TTL ms.
@@ -148,9 +148,9 @@ const LIST_BATCH: usize = 256;
 #[derive(Clone)]
 pub struct RedisStore {
     redis: Redis,
-    /// Leases this store acquired, by run (the run's key stem), in [`HELD_SHARDS`] maps by the
-    /// stem's hash, each behind a mutex of its own: saves of different runs, which look their
-    /// run up, rarely take the same lock.
+    /// Leases this store acquired, by run ([`RunKey`]), in [`HELD_SHARDS`] maps by the key's
+    /// hash, each behind a mutex of its own: saves of different runs, which look their run
+    /// up, rarely take the same lock.
     held: Arc<[Mutex<HeldMap>; HELD_SHARDS]>,
     /// Group commit of fenced operations (see [`crate::batch`]).
     batch: Arc<Batcher>,
@@ -159,7 +159,7 @@ pub struct RedisStore {
 /// Shards of [`RedisStore`]'s map of the leases it holds.
 const HELD_SHARDS: usize = 16;
 
-type HeldMap = HashMap<String, Held, foldhash::fast::RandomState>;
+type HeldMap = HashMap<Box<[u8]>, Held, foldhash::fast::RandomState>;
 
 /// A lease this store acquired and has not released.
 #[derive(Debug)]
@@ -171,6 +171,63 @@ struct Held {
     released: bool,
     /// When a save under this lease last updated the run's index entry.
     indexed_at: Option<Instant>,
+    /// The run's key stem, written once per lease rather than once per save.
+    stem: Stem,
+}
+
+impl Held {
+    fn new(token: u64, stem: Stem, prefetched: Option<(Instant, Option<Vec<u8>>)>) -> Held {
+        Held {
+            token,
+            prefetched,
+            released: false,
+            indexed_at: None,
+            stem,
+        }
+    }
+}
+
+/// A run's key in [`RedisStore`]'s map of held leases: the cadence's length (4 bytes), the
+/// cadence and the run id, so no two runs share one; written on the stack when short, so
+/// that looking a run up allocates nothing.
+struct RunKey {
+    short: [u8; 128],
+    len: usize,
+    long: Vec<u8>,
+}
+
+impl RunKey {
+    fn new(cadence: &str, run_id: &str) -> RunKey {
+        // A cadence name longer than 4 GiB shares its key's length bytes with another: it
+        // still never shares the whole key unless the texts are equal too.
+        let len = u32::try_from(cadence.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes();
+        let parts = [&len[..], cadence.as_bytes(), run_id.as_bytes()];
+        let total = parts.iter().map(|p| p.len()).sum();
+        let mut key = RunKey {
+            short: [0; 128],
+            len: total,
+            long: Vec::new(),
+        };
+        if total <= key.short.len() {
+            let mut at = 0;
+            for part in parts {
+                key.short[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        } else {
+            key.long = parts.concat();
+        }
+        key
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self.long.is_empty() {
+            true => &self.short[..self.len],
+            false => &self.long,
+        }
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -249,8 +306,8 @@ impl RedisStore {
         })
     }
 
-    /// The shard of the held leases that holds `run`'s (by its key stem).
-    fn held(&self, run: &str) -> std::sync::MutexGuard<'_, HeldMap> {
+    /// The shard of the held leases that holds `run`'s.
+    fn held(&self, run: &[u8]) -> std::sync::MutexGuard<'_, HeldMap> {
         use std::hash::BuildHasher as _;
         let hash = foldhash::fast::FixedState::default().hash_one(run);
         // The remainder is below HELD_SHARDS, so it fits in usize.
@@ -259,8 +316,9 @@ impl RedisStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Forgets a prefetched record of a run (by its key stem): it was written since.
-    fn invalidate(&self, run: &str) {
+    /// Forgets a prefetched record of a run: it was written since.
+    fn invalidate(&self, run: &RunKey) {
+        let run = run.as_bytes();
         let mut held = self.held(run);
         if held.is_empty() {
             return;
@@ -270,60 +328,85 @@ impl RedisStore {
         }
     }
 
-    /// The token of the lease this store holds on a run (by its key stem), if any.
-    fn held_token(&self, run: &str) -> Option<u64> {
+    /// The token of the lease this store holds on a run, if any.
+    fn held_token(&self, run: &RunKey) -> Option<u64> {
+        let run = run.as_bytes();
         self.held(run)
             .get(run)
             .filter(|h| !h.released)
             .map(|h| h.token)
     }
 
-    /// Forgets a lease this store held, if it is this token's.
-    fn forget(&self, run: &str, token: u64) {
+    /// Forgets a lease this store held, if it is this token's; returns it.
+    fn forget(&self, run: &RunKey, token: u64) -> Option<Held> {
+        let run = run.as_bytes();
         let mut held = self.held(run);
         if held.get(run).is_some_and(|h| h.token == token) {
-            held.remove(run);
+            return held.remove(run);
         }
+        None
     }
 
-    /// Remembers a lease this store acquired (by the run's key stem).
-    fn track(&self, run: String, held: Held) {
-        let mut map = self.held(&run);
+    /// Remembers a lease this store acquired.
+    fn track(&self, run: &RunKey, held: Held) {
+        let run = run.as_bytes();
+        let mut map = self.held(run);
         if map.len() >= MAX_TRACKED / HELD_SHARDS {
             map.retain(|_, h| !h.released);
             if map.len() >= MAX_TRACKED / HELD_SHARDS {
                 map.clear();
             }
         }
-        map.insert(run, held);
+        map.insert(run.into(), held);
     }
 
-    /// Before a save: forgets a prefetched record of the run (as [`invalidate`]) and says
-    /// whether the save must update the run's index entry (noting that it will): always
-    /// without a lease, else on the lease's first save, then at most every
-    /// [`index_every`]. One lock.
+    /// Before a save of `record`: forgets a prefetched record of the run (as
+    /// [`invalidate`]); says whether the save must update the run's index entry (noting that
+    /// it will): always without a lease, else on the lease's first save, then at most every
+    /// [`index_every`]; and gives the run's key stem (a copy of the one kept with the lease,
+    /// if this store holds it). One lock.
     ///
     /// [`invalidate`]: Self::invalidate
-    fn index_due(&self, run: &str, lease: Option<&Lease>) -> bool {
-        let mut held = self.held(run);
-        if held.is_empty() {
-            return true;
-        }
-        let Some(h) = held.get_mut(run) else {
-            return true;
-        };
-        h.prefetched = None;
-        if lease.is_none_or(|l| l.token != h.token) {
-            return true;
-        }
-        let now = Instant::now();
-        match h.indexed_at {
-            Some(at) if now.duration_since(at) < index_every(&self.redis) => false,
-            _ => {
-                h.indexed_at = Some(now);
-                true
+    fn prepare_save(&self, record: &Record, lease: Option<&Lease>) -> (Stem, bool) {
+        let (indexed, stem) = {
+            let run = RunKey::new(&record.cadence, &record.run_id);
+            let run = run.as_bytes();
+            let mut held = self.held(run);
+            match held.get_mut(run) {
+                None => (true, None),
+                Some(h) => {
+                    h.prefetched = None;
+                    match lease {
+                        Some(l) if l.token == h.token => {
+                            let now = Instant::now();
+                            let indexed = match h.indexed_at {
+                                Some(at) if now.duration_since(at) < index_every(&self.redis) => {
+                                    false
+                                }
+                                _ => {
+                                    h.indexed_at = Some(now);
+                                    true
+                                }
+                            };
+                            (indexed, Some(h.stem.clone()))
+                        }
+                        _ => (true, None),
+                    }
+                }
             }
-        }
+        };
+        let stem = stem.unwrap_or_else(|| self.redis.keys().stem(&record.cadence, &record.run_id));
+        (stem, indexed)
+    }
+
+    /// Forgets a prefetched record of a run (as [`invalidate`](Self::invalidate)) and gives
+    /// a copy of its key stem, if the lease of `token` is this store's.
+    fn held_stem(&self, run: &RunKey, token: u64) -> Option<Stem> {
+        let run = run.as_bytes();
+        let mut held = self.held(run);
+        let h = held.get_mut(run)?;
+        h.prefetched = None;
+        (h.token == token).then(|| h.stem.clone())
     }
 
     /// Connects to `url` with the default options ([`Redis::connect`]).
@@ -365,7 +448,7 @@ impl RedisStore {
         bytes: &[u8],
     ) -> Result<(), CadenceError> {
         let stem = self.redis.keys().stem(cadence, run_id);
-        self.invalidate(stem.as_str());
+        self.invalidate(&RunKey::new(cadence, run_id));
         let key = stem.key(Part::Record);
         let index = stem.key(Part::Index);
         let ttl = self.redis.record_ttl_ms();
@@ -481,9 +564,10 @@ impl CheckpointStore for RedisStore {
         Box::pin(async move {
             let stem = self.redis.keys().stem(cadence, run_id);
             let key = stem.key(Part::Record);
+            let run = RunKey::new(cadence, run_id);
             let prefetched = self
-                .held(stem.as_str())
-                .get_mut(stem.as_str())
+                .held(run.as_bytes())
+                .get_mut(run.as_bytes())
                 .and_then(|h| h.prefetched.take())
                 .filter(|(at, _)| at.elapsed() < PREFETCH_FOR);
             let bytes: Option<Vec<u8>> = match prefetched {
@@ -514,8 +598,7 @@ impl CheckpointStore for RedisStore {
     /// once per note. Dropping the future before its batch is taken still withdraws the save
     /// (see the group commit in [`RedisStore`]'s docs).
     fn save<'a>(&'a self, record: &'a Record, lease: Option<&'a Lease>) -> StoreFuture<'a, ()> {
-        let stem = self.redis.keys().stem(&record.cadence, &record.run_id);
-        let indexed = self.index_due(stem.as_str(), lease);
+        let (stem, indexed) = self.prepare_save(record, lease);
         let payload = record.to_json();
         let ttl = self.ttl_of(record);
         let what = || {
@@ -567,8 +650,9 @@ impl CheckpointStore for RedisStore {
             let stem = self.redis.keys().stem(cadence, run_id);
             let run = stem.run_keys();
             let index = stem.key(Part::Index);
-            self.invalidate(stem.as_str());
-            let token = self.held_token(stem.as_str());
+            let key = RunKey::new(cadence, run_id);
+            self.invalidate(&key);
+            let token = self.held_token(&key);
             let mut pipe = redis::pipe();
             let mut fenced = CLEAR.prepare_invoke();
             match token {
@@ -598,8 +682,8 @@ impl CheckpointStore for RedisStore {
                 return Ok(());
             };
             if let Some(h) = self
-                .held(stem.as_str())
-                .get_mut(stem.as_str())
+                .held(key.as_bytes())
+                .get_mut(key.as_bytes())
                 .filter(|h| h.token == token)
             {
                 h.released = true;
@@ -756,13 +840,8 @@ impl CheckpointStore for RedisStore {
             match u64::try_from(token) {
                 Ok(token) if token > 0 => {
                     self.track(
-                        stem.into_string(),
-                        Held {
-                            token,
-                            prefetched: Some((Instant::now(), record)),
-                            released: false,
-                            indexed_at: None,
-                        },
+                        &RunKey::new(cadence, run_id),
+                        Held::new(token, stem, Some((Instant::now(), record))),
                     );
                     Ok(Lease::new(cadence, run_id, token))
                 }
@@ -812,13 +891,7 @@ impl CheckpointStore for RedisStore {
     fn release_lease<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let stem = self.redis.keys().stem(&lease.cadence, &lease.run_id);
-            let was = {
-                let mut held = self.held(stem.as_str());
-                match held.get(stem.as_str()) {
-                    Some(h) if h.token == lease.token => held.remove(stem.as_str()),
-                    _ => None,
-                }
-            };
+            let was = self.forget(&RunKey::new(&lease.cadence, &lease.run_id), lease.token);
             if was.is_some_and(|h| h.released) {
                 // A fenced clear released it already.
                 return Ok(());
@@ -855,8 +928,7 @@ impl CheckpointStore for RedisStore {
     ) -> StoreFuture<'a, (Lease, Option<Record>)> {
         // Submitted now, as `save` is.
         let stem = self.redis.keys().stem(cadence, run_id);
-        let run = stem.as_str().to_owned();
-        let op = Op::acquire_load(stem, millis(ttl), self.fence_ttl_ms(ttl));
+        let op = Op::acquire_load(stem.clone(), millis(ttl), self.fence_ttl_ms(ttl));
         let reply = self.batch.submit(&self.redis, op);
         Box::pin(async move {
             let reply = self
@@ -899,15 +971,7 @@ impl CheckpointStore for RedisStore {
                     return Err(e);
                 }
             };
-            self.track(
-                run,
-                Held {
-                    token,
-                    prefetched: None,
-                    released: false,
-                    indexed_at: None,
-                },
-            );
+            self.track(&RunKey::new(cadence, run_id), Held::new(token, stem, None));
             Ok((lease, record))
         })
     }
@@ -929,9 +993,10 @@ impl CheckpointStore for RedisStore {
             };
         };
         // Submitted now, as `save` is.
-        let stem = self.redis.keys().stem(cadence, run_id);
-        self.invalidate(stem.as_str());
-        let run = stem.as_str().to_owned();
+        let run = RunKey::new(cadence, run_id);
+        let stem = self
+            .held_stem(&run, lease.token)
+            .unwrap_or_else(|| self.redis.keys().stem(cadence, run_id));
         let op = match end {
             RunEnd::Save(record) => Op::save_indexed(
                 true,

@@ -1255,3 +1255,46 @@ async fn group_commit(cadence: &str) {
             .await;
     }
 }
+
+// REDIS-1, REDIS-3: saves under a lease this store holds use the run's key stem kept with the
+// lease (runs are looked up by cadence and run id). Two runs whose (cadence, run id) read the
+// same when joined never get each other's, a shorter record after a longer one is written
+// whole and alone, and after the lease was taken over the old holder's save is refused.
+#[tokio::test]
+async fn saves_under_a_lease_write_only_their_own_run() {
+    let Some(store) = store("reuse").await else {
+        return;
+    };
+    let ttl = Duration::from_secs(30);
+    let (a, b) = (("ab", "c"), ("a", "bc"));
+    let lease_a = store.acquire_lease(a.0, a.1, ttl).await.unwrap();
+    let lease_b = store.acquire_lease(b.0, b.1, ttl).await.unwrap();
+    for round in 0..3u64 {
+        // Long, then short, then long again.
+        let n = if round == 1 { 1 } else { 40 + round };
+        let mut ra = record(a.0, a.1, n);
+        ra.fence = lease_a.token;
+        let mut rb = record(b.0, b.1, n + 100);
+        rb.fence = lease_b.token;
+        // One after the other, so that a mix-up of the two runs could not go unseen.
+        store.save(&ra, Some(&lease_a)).await.unwrap();
+        store.save(&rb, Some(&lease_b)).await.unwrap();
+        let got_a = store.load(a.0, a.1).await.unwrap().expect("a's record");
+        let got_b = store.load(b.0, b.1).await.unwrap().expect("b's record");
+        assert_eq!(got_a.to_json(), ra.to_json(), "round {round}");
+        assert_eq!(got_b.to_json(), rb.to_json(), "round {round}");
+        assert_eq!(store.get_raw(a.0, a.1).await.unwrap(), Some(ra.to_json()));
+    }
+    // Taken over: the old lease's save is refused.
+    store.release_lease(&lease_a).await.unwrap();
+    let newer = store.acquire_lease(a.0, a.1, ttl).await.unwrap();
+    assert!(newer.token > lease_a.token);
+    let mut stale = record(a.0, a.1, 7);
+    stale.fence = lease_a.token;
+    let e = store.save(&stale, Some(&lease_a)).await.unwrap_err();
+    assert_eq!(kind(&e), Some(CheckpointErrorKind::LeaseLost), "{e}");
+    store.clear(a.0, a.1).await.unwrap();
+    store.clear(b.0, b.1).await.unwrap();
+    store.release_lease(&newer).await.unwrap();
+    store.release_lease(&lease_b).await.unwrap();
+}
