@@ -381,6 +381,14 @@ impl Op {
         }
     }
 
+    /// The length of its record bytes (0 without).
+    fn json_len(&self) -> usize {
+        match self {
+            Op::Save { json, .. } | Op::SaveIndexed { json, .. } => json.len(),
+            _ => 0,
+        }
+    }
+
     /// The key it reads first (see [`BATCH`]).
     fn first_key(&self) -> Part {
         match self {
@@ -632,7 +640,16 @@ struct State {
     /// Flush tasks running (each takes the queue until it finds it empty), at most
     /// [`LANES`].
     lanes: usize,
+    /// The command and batch buffers of lanes that ended, for the next lanes to start with
+    /// (at most [`LANES`], and none that grew past [`KEEP_BYTES`]): a lane ends whenever it
+    /// finds the queue empty, and a new one growing its buffers again, to ~10 KiB a batch
+    /// of 64 runs, made glibc's allocator consolidate its free lists each time.
+    spare: Vec<(redis::Cmd, Vec<Waiting>)>,
 }
+
+/// A lane's command buffer is kept for the next lane only if its largest batch carried
+/// fewer record bytes than this.
+const KEEP_BYTES: usize = 1 << 20;
 
 /// Resets the batcher if a flush task ends abnormally (panic, or its runtime shutting down):
 /// the waiting operations are dropped (their callers see an error at once), and the next
@@ -717,15 +734,20 @@ impl Batcher {
     async fn flush(self: Arc<Self>, redis: Redis) {
         let armed = Armed(&self);
         let mut conn = redis.connection();
-        let mut batch: Vec<Waiting> = Vec::new();
-        // One command, cleared for each batch: its buffers are allocated once per lane.
-        let mut cmd = redis::Cmd::new();
+        // One command, cleared for each batch: its buffers are allocated once per lane, or
+        // come from a lane that ended.
+        let (mut cmd, mut batch) = self.state().spare.pop().unwrap_or_default();
+        let mut largest = 0;
         let timeout = redis.command_timeout();
         loop {
             {
                 let mut s = self.state();
                 if s.queue.is_empty() {
                     s.lanes -= 1;
+                    if largest < KEEP_BYTES && s.spare.len() < LANES {
+                        batch.clear();
+                        s.spare.push((cmd, batch));
+                    }
                     drop(s);
                     std::mem::forget(armed);
                     return;
@@ -755,6 +777,7 @@ impl Batcher {
                 continue;
             };
             let keys: usize = batch.iter().map(|(op, _, _)| op.key_count()).sum();
+            largest = largest.max(batch.iter().map(|(op, _, _)| op.json_len()).sum());
             let acquisitions = batch
                 .iter()
                 .find_map(|(op, _, _)| op.acquisition_ttls())
@@ -886,6 +909,43 @@ mod tests {
         let mut rx = Arc::new(Batcher::new(1_000, 1_000)).submit(&redis, op);
         let e = rx.try_recv().expect("answered at once").unwrap_err();
         assert!(e.to_string().contains("tokio runtime"), "{e}");
+    }
+
+    // REDIS-3: a lane that ends leaves its command buffers for the next one, unless one of its
+    // batches carried a megabyte or more of records (that memory is not kept).
+    #[tokio::test]
+    async fn an_ended_lane_leaves_its_buffers_unless_they_grew_large() {
+        let Ok(url) = std::env::var("CADENCE_REDIS_URL") else {
+            eprintln!("skipped: CADENCE_REDIS_URL is not set");
+            return;
+        };
+        let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+        let redis = Redis::builder(url)
+            .with_prefix(format!("test-lanes-{}-{nanos}", std::process::id()))
+            .connect()
+            .await
+            .unwrap();
+        let batcher = Arc::new(Batcher::new(60_000, 61_000));
+        let idle = async || {
+            for _ in 0..500 {
+                if batcher.state().lanes == 0 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            panic!("the lane did not end");
+        };
+        // No lease: the operations are refused (0), which is all this needs.
+        let release = Op::release(redis.keys().stem("c", "r"), 1);
+        let reply = batcher.submit(&redis, release).await.unwrap();
+        assert_eq!(reply, Ok(Value::Int(0)));
+        idle().await;
+        assert_eq!(batcher.state().spare.len(), 1, "kept for the next lane");
+        let big = Op::save(redis.keys().stem("c", "r"), 1, vec![b'x'; KEEP_BYTES], None);
+        let reply = batcher.submit(&redis, big).await.unwrap();
+        assert_eq!(reply, Ok(Value::Int(0)));
+        idle().await;
+        assert_eq!(batcher.state().spare.len(), 0, "a megabyte is not kept");
     }
 
     // REDIS-3: the group-commit script refuses a batch with any op code it does not know,
