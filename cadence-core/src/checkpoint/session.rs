@@ -513,9 +513,11 @@ impl<S> Session<S> {
         self.stamped.store(secs, Ordering::Relaxed);
     }
 
-    async fn write(&self, rec: &mut Record) -> Result<(), CadenceError> {
+    /// Stamps `rec` and saves it: the store's own future, not one wrapping it, so a caller's
+    /// future holds only that pointer while the save is in flight.
+    fn write<'a>(&'a self, rec: &'a mut Record) -> super::StoreFuture<'a, ()> {
         self.stamp(rec);
-        self.store.save(rec, self.lease.as_ref()).await
+        self.store.save(rec, self.lease.as_ref())
     }
 
     /// Encodes a score (synchronously: the engine never holds `&S` across an await, so scores
@@ -567,8 +569,7 @@ impl<S> Session<S> {
         rec.score = encoded;
         rec.completed.push(path.to_owned());
         rec.members.clear();
-        self.stamp(&mut rec);
-        self.store.save(&rec, self.lease.as_ref()).await?;
+        self.write(&mut rec).await?;
         Ok(rec.completed.len())
     }
 
