@@ -107,8 +107,8 @@ const LIST_BATCH: usize = 256;
 ///   (each command under `redis.pcall`) and answered on its own (see the crate README). These
 ///   methods submit their operation when they are called, not when their future is first
 ///   polled: operations are applied in the order of the calls, and a future dropped before
-///   its batch is taken withdraws its operation. The engine folds the save of a run's last measure into its end write, so an engine run of n
-///   measures costs n + 1 round trips. (`acquire_lease` also reads the record in its round
+///   its batch is taken withdraws its operation. The engine folds the save of a run's last
+///   measure into its end write, so an engine run of n measures costs n + 1 round trips. (`acquire_lease` also reads the record in its round
 ///   trip, for a `load` of that run that follows within 1 s.) A `clear` of a run whose lease
 ///   this store holds is fenced like a save and releases the lease in the same round trip.
 ///   `list` reads records and lease flags in pipelines of 256.
@@ -316,16 +316,24 @@ impl RedisStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Forgets a prefetched record of a run: it was written since.
-    fn invalidate(&self, run: &RunKey) {
+    /// Before a write of a run: forgets its prefetched record (it is being written), and if
+    /// this store holds the run's lease with `token`, gives `f` the lease's entry. One lock.
+    fn touch<T>(
+        &self,
+        run: &RunKey,
+        token: Option<u64>,
+        f: impl FnOnce(&mut Held) -> T,
+    ) -> Option<T> {
         let run = run.as_bytes();
         let mut held = self.held(run);
-        if held.is_empty() {
-            return;
-        }
-        if let Some(h) = held.get_mut(run) {
-            h.prefetched = None;
-        }
+        let h = held.get_mut(run)?;
+        h.prefetched = None;
+        (Some(h.token) == token).then(|| f(h))
+    }
+
+    /// Forgets a prefetched record of a run: it was written since.
+    fn invalidate(&self, run: &RunKey) {
+        self.touch(run, None, |_| ());
     }
 
     /// The token of the lease this store holds on a run, if any.
@@ -368,45 +376,30 @@ impl RedisStore {
     ///
     /// [`invalidate`]: Self::invalidate
     fn prepare_save(&self, record: &Record, lease: Option<&Lease>) -> (Stem, bool) {
-        let (indexed, stem) = {
-            let run = RunKey::new(&record.cadence, &record.run_id);
-            let run = run.as_bytes();
-            let mut held = self.held(run);
-            match held.get_mut(run) {
-                None => (true, None),
-                Some(h) => {
-                    h.prefetched = None;
-                    match lease {
-                        Some(l) if l.token == h.token => {
-                            let now = Instant::now();
-                            let indexed = match h.indexed_at {
-                                Some(at) if now.duration_since(at) < index_every(&self.redis) => {
-                                    false
-                                }
-                                _ => {
-                                    h.indexed_at = Some(now);
-                                    true
-                                }
-                            };
-                            (indexed, Some(h.stem.clone()))
-                        }
-                        _ => (true, None),
-                    }
+        let run = RunKey::new(&record.cadence, &record.run_id);
+        let held = self.touch(&run, lease.map(|l| l.token), |h| {
+            let now = Instant::now();
+            let indexed = match h.indexed_at {
+                Some(at) if now.duration_since(at) < index_every(&self.redis) => false,
+                _ => {
+                    h.indexed_at = Some(now);
+                    true
                 }
-            }
-        };
-        let stem = stem.unwrap_or_else(|| self.redis.keys().stem(&record.cadence, &record.run_id));
-        (stem, indexed)
+            };
+            (h.stem.clone(), indexed)
+        });
+        held.unwrap_or_else(|| {
+            (
+                self.redis.keys().stem(&record.cadence, &record.run_id),
+                true,
+            )
+        })
     }
 
     /// Forgets a prefetched record of a run (as [`invalidate`](Self::invalidate)) and gives
     /// a copy of its key stem, if the lease of `token` is this store's.
     fn held_stem(&self, run: &RunKey, token: u64) -> Option<Stem> {
-        let run = run.as_bytes();
-        let mut held = self.held(run);
-        let h = held.get_mut(run)?;
-        h.prefetched = None;
-        (h.token == token).then(|| h.stem.clone())
+        self.touch(run, Some(token), |h| h.stem.clone())
     }
 
     /// Connects to `url` with the default options ([`Redis::connect`]).
