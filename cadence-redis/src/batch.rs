@@ -128,11 +128,11 @@ local read = redis.call('MGET', unpack(KEYS, 1, n))
 local out = {string.byte(codes, 1, n)}
 -- The reply, joined into one string: the statuses (set last), then the extras.
 local reply, m = {false}, 1
--- Appends a message (an error) to the reply.
-local function put(message)
-  reply[m + 1] = #message
+-- Appends `<length>:<bytes>` to the reply (a record, or the message of an error).
+local function put(bytes)
+  reply[m + 1] = #bytes
   reply[m + 2] = ':'
-  reply[m + 3] = message
+  reply[m + 3] = bytes
   m = m + 3
 end
 local groups, failed
@@ -211,10 +211,8 @@ for i = 1, n do
           reply[m + 1] = token
           if value then
             reply[m + 2] = ','
-            reply[m + 3] = #value
-            reply[m + 4] = ':'
-            reply[m + 5] = value
-            m = m + 5
+            m = m + 2
+            put(value)
           else
             reply[m + 2] = ',-'
             m = m + 2
